@@ -1,0 +1,159 @@
+"""A federation's data, deterministic from a :class:`DataSpec`: partitions, test and public splits.
+
+The same spec, sent by the server inside every message's config, lets each node rebuild exactly
+its own partition with no shared memory, so the code is identical in simulation (all nodes in one
+process) and deployment (a fresh process per message). Partition index arrays are cached on disk,
+keyed by the spec, so that a fresh process pays for the partitioner once per machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from .partition import label_counts, partition_indices
+from .sources import ImageSplits, default_data_dir, load_source
+from .splits import carve_public
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Everything that determines the clients' data. Sent to nodes as a flat config."""
+
+    dataset: str = "fmnist"
+    partitioner: str = "dirichlet"
+    num_partitions: int = 10
+    alpha: float = 0.5
+    classes_per_client: int = 2
+    shards_per_client: int = 2
+    min_partition_size: int = 0
+    train_subset: int = 0
+    public_fraction: float = 0.0
+    seed: int = 0
+    data_dir: str = ""
+    download: bool = False
+
+    def to_config(self) -> dict[str, int | float | str | bool]:
+        """Flat kebab-case dict, fit for a Flower ``ConfigRecord``."""
+        return {f"data.{k.replace('_', '-')}": v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_config(cls, config: dict) -> DataSpec:  # type: ignore[type-arg]
+        kwargs = {}
+        for f in fields(cls):
+            key = f"data.{f.name.replace('_', '-')}"
+            if key not in config:
+                raise KeyError(f"message config lacks {key!r}")
+            kwargs[f.name] = type(getattr(cls, f.name))(config[key])
+        return cls(**kwargs)
+
+    def partition_key(self) -> str:
+        """Hash of the fields that decide the partition indices (not data_dir/download)."""
+        keyed = {k: v for k, v in asdict(self).items() if k not in ("data_dir", "download")}
+        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ArrayDataset:
+    """uint8 images (N, C, H, W) and int64 labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+class Federation:
+    """The data of one federation: training pool, partitions, server test and public splits."""
+
+    def __init__(self, spec: DataSpec) -> None:
+        self.spec = spec
+        self.source: ImageSplits = load_source(spec.dataset, spec.data_dir, spec.download)
+        self.pool, self.public_idx = self._training_pool()
+        self._parts: list[np.ndarray] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return self.source.num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.source.input_shape
+
+    @property
+    def test(self) -> ArrayDataset:
+        """The server's held-out test split: nothing ever trains on it."""
+        return ArrayDataset(self.source.x_test, self.source.y_test)
+
+    @property
+    def public(self) -> ArrayDataset:
+        """Unlabelled public split (labels kept only for diagnostics; never trained on)."""
+        idx = self.public_idx
+        return ArrayDataset(self.source.x_train[idx], self.source.y_train[idx])
+
+    def partitions(self) -> list[np.ndarray]:
+        """Index arrays into the source's training split, one per client."""
+        if self._parts is None:
+            self._parts = self._load_or_build_partitions()
+        return self._parts
+
+    def partition(self, partition_id: int) -> ArrayDataset:
+        n = self.spec.num_partitions
+        if not 0 <= partition_id < n:
+            raise ValueError(f"partition-id={partition_id} outside [0, {n})")
+        idx = self.partitions()[partition_id]
+        return ArrayDataset(self.source.x_train[idx], self.source.y_train[idx])
+
+    def label_counts(self) -> np.ndarray:
+        return label_counts(self.source.y_train, self.partitions(), self.num_classes)
+
+    # ----------------------------------------------------------------- internals
+
+    def _training_pool(self) -> tuple[np.ndarray, np.ndarray]:
+        """Training indices left after the optional subset and the public carve-out."""
+        n = len(self.source.y_train)
+        rng = np.random.default_rng(self.spec.seed)
+        pool = np.arange(n)
+        if 0 < self.spec.train_subset < n:
+            pool = np.sort(rng.permutation(n)[: self.spec.train_subset])
+        public, private = carve_public(pool, self.spec.public_fraction, self.spec.seed + 1)
+        return private, public
+
+    def _cache_path(self) -> Path:
+        root = Path(self.spec.data_dir) if self.spec.data_dir else default_data_dir()
+        return root / "cache" / "partitions" / f"{self.spec.partition_key()}.npz"
+
+    def _load_or_build_partitions(self) -> list[np.ndarray]:
+        path = self._cache_path()
+        if path.exists():
+            try:
+                with np.load(path) as z:
+                    return [z[f"p{i}"] for i in range(self.spec.num_partitions)]
+            except (OSError, ValueError, KeyError):
+                path.unlink(missing_ok=True)
+        s = self.spec
+        local = partition_indices(
+            self.source.y_train[self.pool],
+            s.num_partitions,
+            s.partitioner,
+            seed=s.seed,
+            alpha=s.alpha,
+            classes_per_client=s.classes_per_client,
+            shards_per_client=s.shards_per_client,
+            min_partition_size=s.min_partition_size,
+        )
+        parts = [self.pool[p] for p in local]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **{f"p{i}": p for i, p in enumerate(parts)})
+        tmp.replace(path)
+        return parts

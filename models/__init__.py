@@ -1,0 +1,1 @@
+"""Model zoo, architecture assignment and device selection."""
