@@ -1,0 +1,1 @@
+"""bouquet ClientApp: message handlers and per-method local training."""

@@ -1,0 +1,55 @@
+"""bouquet ClientApp: one handler per message type.
+
+Heavy imports (torch, the zoo) happen inside the handlers so that a node answering a cheap
+``query.info`` in a fresh deployment process does not pay for them.
+"""
+
+from __future__ import annotations
+
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from strategies.protocol import ARRAYS_KEY, CONFIG_KEY, INFO_KEY, METRICS_KEY
+
+app = ClientApp()
+
+
+@app.query("info")
+def query_info(msg: Message, context: Context) -> Message:
+    """Report partition, architecture, label counts and number of examples."""
+    from .node import load_node
+
+    node = load_node(dict(msg.content[CONFIG_KEY]), dict(context.node_config))
+    info = ConfigRecord({
+        "partition-id": node.partition_id,
+        "architecture": node.architecture,
+        "num-examples": len(node.data),
+        "label-counts": node.label_counts(),
+    })
+    return Message(RecordDict({INFO_KEY: info}), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Local training of the node's own architecture, starting from the received weights."""
+    from .local import train_locally
+
+    arrays, metrics = train_locally(
+        msg.content[ARRAYS_KEY], dict(msg.content[CONFIG_KEY]), dict(context.node_config)
+    )
+    return Message(
+        RecordDict({ARRAYS_KEY: arrays, METRICS_KEY: MetricRecord(metrics)}), reply_to=msg
+    )
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the received weights on the node's local data."""
+    from .local import evaluate_locally
+
+    metrics = evaluate_locally(
+        msg.content[ARRAYS_KEY], dict(msg.content[CONFIG_KEY]), dict(context.node_config)
+    )
+    return Message(RecordDict({METRICS_KEY: MetricRecord(metrics)}), reply_to=msg)
+
+

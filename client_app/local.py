@@ -1,0 +1,55 @@
+"""Local training and evaluation of a node's model on its own data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord
+
+from models.device import resolve_device
+from models.training import TrainConfig, evaluate_classifier, seeded_generator, train_classifier
+from models.zoo import build_model
+
+from .node import NodeSetup, load_node
+
+
+def _model(node: NodeSetup, arrays: ArrayRecord) -> torch.nn.Module:
+    model = build_model(node.architecture, node.input_shape, node.num_classes)
+    model.load_state_dict(arrays.to_torch_state_dict())
+    return model
+
+
+def train_locally(
+    arrays: ArrayRecord, config: dict[str, Any], node_config: dict[str, Any]
+) -> tuple[ArrayRecord, dict[str, int | float]]:
+    """Train from the received weights; return new weights and metrics (``num-examples``)."""
+    node = load_node(config, node_config)
+    device = resolve_device(node.device)
+    model = _model(node, arrays)
+    cfg = TrainConfig(
+        epochs=int(config["local-epochs"]),
+        steps=int(config["local-steps"]),
+        batch_size=int(config["batch-size"]),
+        lr=float(config["lr"]),
+        momentum=float(config["momentum"]),
+        weight_decay=float(config["weight-decay"]),
+        proximal_mu=float(config.get("proximal-mu", 0.0)),
+    )
+    # Seeded by (run seed, round, partition): the same on every machine and after a resume.
+    gen = seeded_generator(int(config["data.seed"]), int(config["server-round"]), node.partition_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))  # dropout
+        metrics = train_classifier(model, node.data.x, node.data.y, cfg, gen, device)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return ArrayRecord(state), {"num-examples": len(node.data), **metrics,
+                                "partition-id": node.partition_id}
+
+
+def evaluate_locally(
+    arrays: ArrayRecord, config: dict[str, Any], node_config: dict[str, Any]
+) -> dict[str, int | float]:
+    node = load_node(config, node_config)
+    model = _model(node, arrays)
+    metrics = evaluate_classifier(model, node.data.x, node.data.y, resolve_device(node.device))
+    return {"num-examples": len(node.data), **metrics}

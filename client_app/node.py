@@ -1,0 +1,66 @@
+"""What a node is for this run: its partition, architecture, data and device.
+
+Everything is rebuilt from the message config and the node config, so a node holds no module
+state (deployment runs every message in a fresh process; simulation shares globals between
+virtual nodes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from federated_data import ArrayDataset, DataSpec, Federation
+from federated_data.disk import read_partition_file
+from models.assignment import architecture_for, parse_assignment
+
+
+@dataclass(frozen=True)
+class NodeSetup:
+    partition_id: int
+    architecture: str
+    data: ArrayDataset
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    device: str
+
+    def label_counts(self) -> list[int]:
+        return np.bincount(self.data.y, minlength=self.num_classes).astype(int).tolist()
+
+
+def load_node(config: dict[str, Any], node_config: dict[str, Any]) -> NodeSetup:
+    """Resolve the node from the message config and its ``--node-config``.
+
+    Node config keys: ``partition-id`` and ``num-partitions`` (set by the simulation engine or
+    by hand), ``dataset-path`` (a pre-partitioned ``.npz``: the edge route), ``device`` and
+    ``architecture`` (override the run's assignment, e.g. a lighter model on a small device).
+    """
+    spec = DataSpec.from_config(config)
+    input_shape = tuple(int(d) for d in config["input-shape"])
+    num_classes = int(config["num-classes"])
+    if "partition-id" not in node_config:
+        raise ValueError("node config lacks partition-id (start the SuperNode with "
+                         "--node-config 'partition-id=0 num-partitions=N')")
+    partition_id = int(node_config["partition-id"])
+    path = str(node_config.get("dataset-path", ""))
+    if path:
+        data = read_partition_file(path, dataset=spec.dataset, input_shape=input_shape,
+                                   num_classes=num_classes)
+    else:
+        node_parts = int(node_config.get("num-partitions", 0))
+        if spec.num_partitions == 0:
+            if node_parts <= 0:
+                raise ValueError("num-partitions is set neither in the run config nor in the "
+                                 "node config")
+            spec = replace(spec, num_partitions=node_parts)
+        elif node_parts and node_parts != spec.num_partitions:
+            raise ValueError(f"node config num-partitions={node_parts} disagrees with the run's "
+                             f"num-partitions={spec.num_partitions}")
+        data = Federation(spec).partition(partition_id)
+    arch = str(node_config.get("architecture", "")) or architecture_for(
+        partition_id, parse_assignment(str(config["models"]))
+    )
+    return NodeSetup(partition_id, arch, data, input_shape, num_classes,  # type: ignore[arg-type]
+                     str(node_config.get("device", "")))

@@ -1,0 +1,156 @@
+"""Supervised training, evaluation and distillation loops shared by clients and the server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def images_to_tensor(x: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 in [-1, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    return t.float().div_(127.5).sub_(1.0)
+
+
+def seeded_generator(*keys: int) -> torch.Generator:
+    """A torch generator keyed by (seed, round, partition, ...), identical on every machine."""
+    seed = int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+    return torch.Generator().manual_seed(seed)
+
+
+def batch_indices(n: int, batch_size: int, steps: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """``steps`` mini-batches of indices, reshuffling after every pass over ``n`` items."""
+    perm = torch.randperm(n, generator=gen)
+    pos = 0
+    for _ in range(steps):
+        if pos + batch_size > n:
+            perm, pos = torch.randperm(n, generator=gen), 0
+        yield perm[pos : pos + min(batch_size, n)]
+        pos += batch_size
+
+
+@dataclass
+class TrainConfig:
+    """Local optimisation settings; ``steps`` wins over ``epochs`` when both are set."""
+
+    epochs: int = 0
+    steps: int = 50
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    proximal_mu: float = 0.0
+
+    def num_steps(self, n: int) -> int:
+        if self.steps > 0:
+            return self.steps
+        return self.epochs * max(1, -(-n // self.batch_size))
+
+
+def train_classifier(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    device: torch.device,
+) -> dict[str, float]:
+    """SGD on cross-entropy, plus FedProx's (mu/2)||w - w_global||^2 when ``proximal_mu`` > 0.
+
+    The model's weights on entry are taken as the global weights for the proximal term.
+    Returns the mean training loss and accuracy over the steps taken.
+    """
+    model.to(device).train()
+    if len(y) == 0:
+        return {"train-loss": 0.0, "train-accuracy": 0.0}
+    anchor = [p.detach().clone() for p in model.parameters()] if cfg.proximal_mu > 0 else []
+    opt = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    xs = images_to_tensor(x)  # normalised once; batches are views
+    ys = torch.from_numpy(y)
+    loss_sum, correct, seen = 0.0, 0, 0
+    for idx in batch_indices(len(y), cfg.batch_size, cfg.num_steps(len(y)), gen):
+        xb, yb = xs[idx].to(device), ys[idx].to(device)
+        if len(yb) < 2 and any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+            continue  # BatchNorm cannot train on a single example
+        logits = model(xb)
+        loss = nn.functional.cross_entropy(logits, yb)
+        if anchor:
+            prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True))
+            loss = loss + 0.5 * cfg.proximal_mu * prox
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += float(loss.detach()) * len(yb)
+        correct += int((logits.argmax(1) == yb).sum())
+        seen += len(yb)
+    return {"train-loss": loss_sum / max(seen, 1), "train-accuracy": correct / max(seen, 1)}
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, x: np.ndarray, device: torch.device, batch_size: int = 512
+) -> torch.Tensor:
+    """Eval-mode logits for all of ``x``, on the CPU."""
+    model.to(device).eval()
+    out = [model(images_to_tensor(x[i : i + batch_size], device)).cpu()
+           for i in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def evaluate_classifier(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device
+) -> dict[str, float]:
+    """Cross-entropy loss and accuracy in eval mode."""
+    if len(y) == 0:
+        return {"loss": 0.0, "accuracy": 0.0}
+    logits = predict_logits(model, x, device)
+    target = torch.from_numpy(y)
+    return {
+        "loss": float(nn.functional.cross_entropy(logits, target)),
+        "accuracy": float((logits.argmax(1) == target).float().mean()),
+    }
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(softmax(teacher/T) || softmax(student/T)), averaged over the batch."""
+    t = temperature
+    return nn.functional.kl_div(
+        nn.functional.log_softmax(student_logits / t, dim=1),
+        nn.functional.log_softmax(teacher_logits / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    ) * (t * t)
+
+
+def distill(
+    student: nn.Module,
+    x: np.ndarray,
+    teacher_logits: torch.Tensor,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    temperature: float,
+    gen: torch.Generator,
+    device: torch.device,
+) -> float:
+    """Adam on :func:`kd_loss` toward fixed teacher logits; returns the last 10 steps' mean loss."""
+    student.to(device).train()
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    xs = images_to_tensor(x)
+    losses: list[float] = []
+    for idx in batch_indices(len(x), batch_size, steps, gen):
+        if len(idx) < 2:
+            continue
+        loss = kd_loss(student(xs[idx].to(device)), teacher_logits[idx].to(device), temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    return float(np.mean(losses[-10:])) if losses else 0.0

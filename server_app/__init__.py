@@ -1,0 +1,1 @@
+"""bouquet ServerApp: configuration, the round loop and a run's outputs."""

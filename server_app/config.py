@@ -1,0 +1,220 @@
+"""Experiment configuration: defaults, YAML experiments, validation before the first round.
+
+Precedence, lowest first: the defaults below (mirrored in ``pyproject.toml``), then the YAML
+file named by ``experiment``, then any ``--run-config`` value that differs from its default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from federated_data.partition import PARTITIONERS
+from federated_data.sources import SOURCES
+from models.assignment import parse_assignment
+
+METHODS = ("fedavg", "fedprox", "feddf")
+APP_DIR = Path(__file__).resolve().parent.parent
+
+DEFAULTS: dict[str, Any] = {
+    "experiment": "",
+    "method": "fedavg",
+    "dataset": "fmnist",
+    "partitioner": "dirichlet",
+    "alpha": 0.5,
+    "classes-per-client": 2,
+    "shards-per-client": 2,
+    "min-partition-size": 0,
+    "num-partitions": 0,
+    "train-subset": 0,
+    "public-fraction": 0.0,
+    "models": "cnn-small",
+    "num-server-rounds": 5,
+    "clients-per-round": 0,
+    "min-nodes": 2,
+    "round-timeout": 600.0,
+    "local-epochs": 0,
+    "local-steps": 50,
+    "batch-size": 32,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight-decay": 0.0,
+    "proximal-mu": 0.01,
+    "distill-steps": 200,
+    "distill-lr": 0.001,
+    "distill-batch-size": 64,
+    "distill-temperature": 1.0,
+    "seed": 0,
+    "output-dir": "outputs",
+    "run-name": "",
+    "resume": False,
+    "data-dir": "",
+    "download": False,
+}
+
+CHOICES = {"method": METHODS, "dataset": SOURCES, "partitioner": PARTITIONERS}
+# key: (lowest, highest, inclusive low) -- None means unbounded
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "alpha": (0.0, None, False),
+    "classes-per-client": (1, None, True),
+    "shards-per-client": (1, None, True),
+    "min-partition-size": (0, None, True),
+    "num-partitions": (0, None, True),
+    "train-subset": (0, None, True),
+    "public-fraction": (0.0, 0.9, True),
+    "num-server-rounds": (1, None, True),
+    "clients-per-round": (0, None, True),
+    "min-nodes": (1, None, True),
+    "round-timeout": (0.0, None, False),
+    "local-epochs": (0, None, True),
+    "local-steps": (0, None, True),
+    "batch-size": (1, None, True),
+    "lr": (0.0, None, False),
+    "momentum": (0.0, 1.0, True),
+    "weight-decay": (0.0, None, True),
+    "proximal-mu": (0.0, None, True),
+    "distill-steps": (0, None, True),
+    "distill-lr": (0.0, None, False),
+    "distill-batch-size": (2, None, True),
+    "distill-temperature": (0.0, None, False),
+}
+
+
+class ConfigError(ValueError):
+    """An invalid setting; the message names the key and what is allowed."""
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The fully resolved settings of one run (attribute = run-config key with ``_``)."""
+
+    experiment: str
+    method: str
+    dataset: str
+    partitioner: str
+    alpha: float
+    classes_per_client: int
+    shards_per_client: int
+    min_partition_size: int
+    num_partitions: int
+    train_subset: int
+    public_fraction: float
+    models: str
+    num_server_rounds: int
+    clients_per_round: int
+    min_nodes: int
+    round_timeout: float
+    local_epochs: int
+    local_steps: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    proximal_mu: float
+    distill_steps: int
+    distill_lr: float
+    distill_batch_size: int
+    distill_temperature: float
+    seed: int
+    output_dir: str
+    run_name: str
+    resume: bool
+    data_dir: str
+    download: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """Kebab-case view, as written to ``config.yaml``."""
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}
+
+    def default_run_name(self) -> str:
+        skew = {"dirichlet": f"a{self.alpha:g}", "pathological": f"k{self.classes_per_client}",
+                "shard": f"s{self.shards_per_client}", "iid": "iid"}[self.partitioner]
+        models = self.models.replace(",", "+")
+        return f"{self.method}-{self.dataset}-{skew}-{models}-seed{self.seed}"
+
+
+def load_config(run_config: dict[str, Any]) -> ExperimentConfig:
+    """Resolve and validate; raises :class:`ConfigError` naming the offending key."""
+    unknown = sorted(set(run_config) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown run-config keys {unknown}; allowed: {sorted(DEFAULTS)}")
+    values = dict(DEFAULTS)
+    experiment = str(run_config.get("experiment", ""))
+    if experiment:
+        values.update(read_experiment(experiment))
+        values["experiment"] = experiment
+    # Explicit --run-config values (those differing from the defaults) beat the YAML file.
+    values.update({k: v for k, v in run_config.items() if v != DEFAULTS[k]})
+    return validate(values)
+
+
+def read_experiment(path_str: str) -> dict[str, Any]:
+    """Load a YAML experiment, relative to the working directory or the app directory."""
+    path = Path(path_str)
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, APP_DIR / path]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise ConfigError(f"experiment={path_str!r}: file not found (looked in "
+                          f"{', '.join(str(c) for c in candidates)})")
+    try:
+        data = yaml.safe_load(found.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"experiment={path_str!r}: invalid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"experiment={path_str!r}: top level must be a mapping of settings")
+    unknown = sorted(set(data) - set(DEFAULTS) - {"experiment"})
+    if unknown:
+        raise ConfigError(f"experiment={path_str!r}: unknown keys {unknown}; allowed: "
+                          f"{sorted(DEFAULTS)}")
+    if isinstance(data.get("models"), list):  # YAML may list architectures per client
+        data["models"] = ",".join(str(m) for m in data["models"])
+    data.pop("experiment", None)
+    return data
+
+
+def validate(values: dict[str, Any]) -> ExperimentConfig:
+    out: dict[str, Any] = {}
+    for key, default in DEFAULTS.items():
+        value = values[key]
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{key}={value!r} must be true or false")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{key}={value!r} must be an integer")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{key}={value!r} must be a number")
+            value = float(value)
+        elif not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r} must be a string")
+        out[key] = value
+    for key, allowed in CHOICES.items():
+        if out[key] not in allowed:
+            raise ConfigError(f"{key}={out[key]!r} is not allowed; choose one of: "
+                              f"{', '.join(allowed)}")
+    for key, (low, high, inclusive) in RANGES.items():
+        v = out[key]
+        too_low = low is not None and (v < low if inclusive else v <= low)
+        too_high = high is not None and v > high
+        if too_low or too_high:
+            lo = "-inf" if low is None else f"{low:g}"
+            hi = "inf" if high is None else f"{high:g}"
+            bracket = "[" if inclusive else "("
+            raise ConfigError(f"{key}={v!r} is out of range; allowed: {bracket}{lo}, {hi}]")
+    try:
+        parse_assignment(out["models"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    if out["local-steps"] == 0 and out["local-epochs"] == 0:
+        raise ConfigError("local-steps and local-epochs are both 0; set one of them > 0")
+    if out["method"] == "feddf" and out["public-fraction"] == 0:
+        raise ConfigError("method='feddf' distils on an unlabelled public split: set "
+                          "public-fraction in (0, 0.9], e.g. 0.1")
+    if out["clients-per-round"] and out["clients-per-round"] < out["min-nodes"]:
+        raise ConfigError(f"clients-per-round={out['clients-per-round']} is below "
+                          f"min-nodes={out['min-nodes']}")
+    return ExperimentConfig(**{k.replace("-", "_"): v for k, v in out.items()})

@@ -1,0 +1,71 @@
+"""Plots of a run: accuracy and loss per round, bytes per round, label distribution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_rounds(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """accuracy.png, loss.png and bytes.png from metrics.jsonl rows."""
+    if not rows:
+        return []
+    plt = _pyplot()
+    rounds = [r["round"] for r in rows]
+    paths = []
+    for key, label in (("accuracy", "test accuracy"), ("loss", "test loss")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(rounds, [r[key] for r in rows], marker="o", label="mean over architectures")
+        for arch in sorted(rows[-1].get("per-architecture", {})):
+            series = [r["per-architecture"].get(arch, {}).get(key, np.nan) for r in rows]
+            ax.plot(rounds, series, linestyle="--", alpha=0.7, label=arch)
+        ax.set(xlabel="round", ylabel=label, title=f"{label} per round")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        paths.append(_save(fig, out_dir / f"{key}.png", plt))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(rounds, [r["bytes-down"] / 1e6 for r in rows], marker="o", label="server → nodes")
+    ax.plot(rounds, [r["bytes-up"] / 1e6 for r in rows], marker="s", label="nodes → server")
+    ax.set(xlabel="round", ylabel="MB (serialised records)", title="communication per round")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    paths.append(_save(fig, out_dir / "bytes.png", plt))
+    return paths
+
+
+def plot_label_distribution(counts: dict[int, list[int]], out_path: Path) -> Path | None:
+    """Stacked bars: examples per class for every client (by partition id)."""
+    if not counts:
+        return None
+    plt = _pyplot()
+    parts = sorted(counts)
+    mat = np.array([counts[p] for p in parts], dtype=float)
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(parts)), 4))
+    bottom = np.zeros(len(parts))
+    cmap = plt.get_cmap("tab20" if mat.shape[1] > 10 else "tab10")
+    for c in range(mat.shape[1]):
+        ax.bar([str(p) for p in parts], mat[:, c], bottom=bottom, color=cmap(c % 20),
+               label=str(c))
+        bottom += mat[:, c]
+    ax.set(xlabel="partition id", ylabel="examples", title="label distribution per client")
+    if mat.shape[1] <= 20:
+        ax.legend(title="class", fontsize=7, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left")
+    return _save(fig, out_path, plt)
+
+
+def _save(fig, path: Path, plt) -> Path:  # type: ignore[no-untyped-def]
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,209 @@
+"""The round loop: config -> strategy -> rounds, with evaluation, checkpoints and outputs.
+
+``run_experiment(grid, cfg)`` is the whole server side; the ServerApp entry point only parses
+the run config. Tests and benchmarks call it with an in-process grid.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from logging import ERROR, INFO
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.serverapp import Grid
+from flwr.supercore import log
+
+from federated_data import DataSpec, Federation
+from models.device import resolve_device
+from models.training import evaluate_classifier
+from models.zoo import build_model, count_flops, count_parameters
+from strategies.base import FederatedStrategy
+from strategies.feddf import FedDF
+from strategies.fedavg import FedAvg
+from strategies.fedprox import FedProx
+from strategies.state import ServerState
+
+from .config import ExperimentConfig
+from .outputs import RunDirectory
+from .plots import plot_label_distribution, plot_rounds
+
+
+def data_spec(cfg: ExperimentConfig) -> DataSpec:
+    return DataSpec(
+        dataset=cfg.dataset, partitioner=cfg.partitioner, num_partitions=cfg.num_partitions,
+        alpha=cfg.alpha, classes_per_client=cfg.classes_per_client,
+        shards_per_client=cfg.shards_per_client, min_partition_size=cfg.min_partition_size,
+        train_subset=cfg.train_subset, public_fraction=cfg.public_fraction, seed=cfg.seed,
+        data_dir=cfg.data_dir, download=cfg.download,
+    )
+
+
+def node_config(cfg: ExperimentConfig, fed: Federation) -> dict[str, Any]:
+    """What every message tells a node about the run (nodes never read the YAML)."""
+    return {
+        **data_spec(cfg).to_config(),
+        "input-shape": list(fed.input_shape),
+        "num-classes": fed.num_classes,
+        "models": cfg.models,
+        "local-epochs": cfg.local_epochs,
+        "local-steps": cfg.local_steps,
+        "batch-size": cfg.batch_size,
+        "lr": cfg.lr,
+        "momentum": cfg.momentum,
+        "weight-decay": cfg.weight_decay,
+    }
+
+
+def build_strategy(cfg: ExperimentConfig, fed: Federation, device: torch.device) -> FederatedStrategy:
+    common: dict[str, Any] = {
+        "model_fn": lambda arch: build_model(arch, fed.input_shape, fed.num_classes),
+        "node_config": node_config(cfg, fed),
+        "min_nodes": cfg.min_nodes,
+        "clients_per_round": cfg.clients_per_round,
+        "round_timeout": cfg.round_timeout,
+        "seed": cfg.seed,
+    }
+    if cfg.method == "fedavg":
+        return FedAvg(**common)
+    if cfg.method == "fedprox":
+        return FedProx(proximal_mu=cfg.proximal_mu, **common)
+    return FedDF(
+        public_x=fed.public.x, distill_steps=cfg.distill_steps, distill_lr=cfg.distill_lr,
+        distill_batch_size=cfg.distill_batch_size, temperature=cfg.distill_temperature,
+        device=device, **common,
+    )
+
+
+def evaluate_models(
+    state: ServerState, strategy: FederatedStrategy, fed: Federation, device: torch.device
+) -> dict[str, dict[str, float]]:
+    """Every global model on the server's held-out test split."""
+    out = {}
+    for arch, arrays in sorted(state.models.items()):
+        model = strategy.model_fn(arch)
+        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+        out[arch] = evaluate_classifier(model, fed.test.x, fed.test.y, device)
+    return out
+
+
+def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
+    """Run (or resume) an experiment to completion; return its summary."""
+    started = time.time()
+    device = resolve_device("")
+    fed = Federation(data_spec(cfg))  # loads data before round 1: a missing dataset fails here
+    strategy = build_strategy(cfg, fed, device)
+    run_dir = RunDirectory(cfg)
+    log(INFO, "bouquet: %s on %s (%s), models %s, %d rounds -> %s", cfg.method, cfg.dataset,
+        fed.source.note, cfg.models, cfg.num_server_rounds, run_dir.path)
+    log(INFO, "host %s, python %s, torch %s, device %s", platform.node(),
+        platform.python_version(), torch.__version__, device)
+    log(INFO, "Strategy settings:")
+    strategy.summary()
+
+    state = strategy.initial_state()
+    last = run_dir.checkpoints / "last.npz"
+    if run_dir.resumed and last.exists():
+        state = ServerState.load(last)
+        log(INFO, "Resuming %s after round %d", run_dir.path, state.round)
+    rows = run_dir.read_metrics(state.round)
+    best = max((r["accuracy"] for r in rows), default=-1.0)
+    summary: dict[str, Any] = {"status": "running"}
+    try:
+        for server_round in range(state.round + 1, cfg.num_server_rounds + 1):
+            t0 = time.time()
+            state, report = strategy.train_round(grid, state, server_round)
+            t1 = time.time()
+            per_arch = evaluate_models(state, strategy, fed, device)
+            row = {
+                "round": server_round,
+                "accuracy": float(np.mean([m["accuracy"] for m in per_arch.values()])),
+                "loss": float(np.mean([m["loss"] for m in per_arch.values()])),
+                "per-architecture": per_arch,
+                "train": report.metrics,
+                "num-sampled": report.num_sampled,
+                "num-ok": report.num_ok,
+                "dropped": {str(k): v for k, v in report.dropped.items()},
+                "bytes-down": sum(b[0] for b in report.bytes.values()),
+                "bytes-up": sum(b[1] for b in report.bytes.values()),
+                "bytes-per-node": {str(k): v for k, v in sorted(report.bytes.items())},
+                "seconds-round": round(t1 - t0, 3),
+                "seconds-evaluate": round(time.time() - t1, 3),
+            }
+            rows.append(row)
+            run_dir.append_metrics(row)  # metrics first: a resume cuts rows past the checkpoint
+            state.save(last)
+            if row["accuracy"] > best:
+                best = row["accuracy"]
+                state.save(run_dir.checkpoints / "best.npz")
+            log(INFO, "[round %d/%d] accuracy %.4f loss %.4f | %d/%d replies | down %.2f MB "
+                "up %.2f MB | %.1f s", server_round, cfg.num_server_rounds, row["accuracy"],
+                row["loss"], report.num_ok, report.num_sampled, row["bytes-down"] / 1e6,
+                row["bytes-up"] / 1e6, time.time() - t0)
+        summary["status"] = "completed"
+    except Exception as err:
+        summary.update(status="failed", error=f"{type(err).__name__}: {err}")
+        log(ERROR, "Run failed after round %d: %s", state.round, summary["error"])
+        raise
+    finally:
+        summary.update(_summarise(cfg, run_dir, rows, strategy, fed, time.time() - started))
+        run_dir.write_summary(summary)
+        plot_rounds(rows, run_dir.plots)
+        counts = {i.partition_id: list(i.label_counts) for i in strategy.nodes.values()}
+        plot_label_distribution(counts, run_dir.plots / "label_distribution.png")
+        _log_run_summary(summary)
+    return summary
+
+
+def _summarise(
+    cfg: ExperimentConfig,
+    run_dir: RunDirectory,
+    rows: list[dict[str, Any]],
+    strategy: FederatedStrategy,
+    fed: Federation,
+    seconds: float,
+) -> dict[str, Any]:
+    import flwr
+
+    final = rows[-1] if rows else {}
+    best = max(rows, key=lambda r: r["accuracy"]) if rows else {}
+    models = {}
+    for arch in sorted({i.architecture for i in strategy.nodes.values()}):
+        m = strategy.model_fn(arch)
+        models[arch] = {"parameters": count_parameters(m), "macs": count_flops(m, fed.input_shape)}
+    return {
+        "run-dir": str(run_dir.path),
+        "rounds-completed": final.get("round", 0),
+        "num-server-rounds": cfg.num_server_rounds,
+        "final-accuracy": final.get("accuracy"),
+        "final-loss": final.get("loss"),
+        "final-per-architecture": final.get("per-architecture"),
+        "best-accuracy": best.get("accuracy"),
+        "best-round": best.get("round"),
+        "total-bytes-down": sum(r["bytes-down"] for r in rows),
+        "total-bytes-up": sum(r["bytes-up"] for r in rows),
+        "seconds": round(seconds, 2),
+        "models": models,
+        "data": fed.source.note,
+        "paths": {
+            "config": str(run_dir.path / "config.yaml"),
+            "metrics": str(run_dir.metrics_file),
+            "plots": str(run_dir.plots),
+            "checkpoint-last": str(run_dir.checkpoints / "last.npz"),
+            "checkpoint-best": str(run_dir.checkpoints / "best.npz"),
+        },
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "flwr": flwr.__version__, "host": platform.node()},
+    }
+
+
+def _log_run_summary(summary: dict[str, Any]) -> None:
+    log(INFO, "RUN SUMMARY: %s after %s/%s rounds in %.1f s", summary["status"],
+        summary["rounds-completed"], summary["num-server-rounds"], summary["seconds"])
+    if summary.get("final-accuracy") is not None:
+        log(INFO, "  final accuracy %.4f (best %.4f at round %s)", summary["final-accuracy"],
+            summary["best-accuracy"], summary["best-round"])
+    for name, path in summary["paths"].items():
+        log(INFO, "  %-16s %s", name, path)

@@ -1,0 +1,255 @@
+"""Shared strategy machinery: node sampling and discovery, per-node messages, validation,
+fault tolerance and communication accounting.
+
+A strategy is ``initial_state`` + ``train_round`` over an explicit :class:`ServerState`; the
+server app owns the round loop, evaluation, checkpoints and outputs.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from logging import INFO, WARNING
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore import log
+from torch import nn
+
+from models.training import seeded_generator
+from models.zoo import ARCHITECTURES
+
+from .protocol import CONFIG_KEY, INFO_KEY, QUERY_INFO, serialized_size
+from .state import Arrays, ServerState
+from .validation import InvalidReply, check_no_error
+
+T = TypeVar("T")
+ConfigValue = int | float | str | bool | list[int] | list[str]
+
+
+class FederationError(RuntimeError):
+    """The federation cannot continue (too few nodes or valid replies); the run stops."""
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What a node reported through ``query.info``."""
+
+    node_id: int
+    partition_id: int
+    architecture: str
+    num_examples: int
+    label_counts: tuple[int, ...]
+
+
+@dataclass
+class Exchange:
+    """Outcome of one message phase: valid parsed replies, drops and bytes per node."""
+
+    replies: dict[int, Any] = field(default_factory=dict)
+    dropped: dict[int, str] = field(default_factory=dict)
+    bytes_down: dict[int, int] = field(default_factory=dict)
+    bytes_up: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class RoundReport:
+    """What a round produced besides the new state."""
+
+    num_sampled: int = 0
+    num_ok: int = 0
+    dropped: dict[int, str] = field(default_factory=dict)
+    # partition id -> [bytes down, bytes up], summed over the round's phases
+    bytes: dict[int, list[int]] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def add(self, ex: Exchange, partition_of: dict[int, int]) -> None:
+        for node in set(ex.bytes_down) | set(ex.bytes_up):
+            key = partition_of.get(node, -1 - node % 10**6)
+            b = self.bytes.setdefault(key, [0, 0])
+            b[0] += ex.bytes_down.get(node, 0)
+            b[1] += ex.bytes_up.get(node, 0)
+        self.dropped.update(ex.dropped)
+
+
+class FederatedStrategy(ABC):
+    """Base of every bouquet strategy.
+
+    Parameters
+    ----------
+    model_fn : Callable[[str], nn.Module]
+        Builds a fresh model of an architecture (input shape and classes already bound).
+    node_config : dict[str, ConfigValue]
+        Config sent with every message (data spec, architecture assignment, hyperparameters).
+    min_nodes : int (default: 2)
+        Fewest valid replies a round may proceed with; fewer stops the run.
+    clients_per_round : int (default: 0)
+        Nodes sampled per round; 0 means every connected node.
+    round_timeout : float (default: 600.0)
+        Seconds to wait for the replies of one phase; missing replies count as failures.
+    seed : int (default: 0)
+        Root of every server-side random choice (sampling, initial weights, distillation).
+    """
+
+    name = "base"
+
+    def __init__(
+        self,
+        *,
+        model_fn: Callable[[str], nn.Module],
+        node_config: dict[str, ConfigValue],
+        min_nodes: int = 2,
+        clients_per_round: int = 0,
+        round_timeout: float = 600.0,
+        seed: int = 0,
+    ) -> None:
+        self.model_fn = model_fn
+        self.node_config = dict(node_config)
+        self.min_nodes = min_nodes
+        self.clients_per_round = clients_per_round
+        self.round_timeout = round_timeout
+        self.seed = seed
+        self.nodes: dict[int, NodeInfo] = {}  # node id -> info, learnt lazily
+
+    # ----------------------------------------------------------------- to implement
+
+    @abstractmethod
+    def train_round(
+        self, grid: Grid, state: ServerState, server_round: int
+    ) -> tuple[ServerState, RoundReport]:
+        """Run one round and return the new state with its report."""
+
+    def summary(self) -> None:
+        """Log the strategy's settings as a tree, like Flower's strategies."""
+        log(INFO, "\t├── %s", type(self).__name__)
+        log(INFO, "\t│   ├── min nodes: %d", self.min_nodes)
+        per_round = self.clients_per_round or "all"
+        log(INFO, "\t│   ├── clients per round: %s", per_round)
+        log(INFO, "\t│   └── round timeout: %.0f s", self.round_timeout)
+
+    # ----------------------------------------------------------------- models
+
+    def initial_arrays(self, architecture: str) -> Arrays:
+        """Initial weights of an architecture, identical for the same seed on any machine."""
+        gen = seeded_generator(self.seed, 0x1417, sum(map(ord, architecture)))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+            model = self.model_fn(architecture)
+        return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+    def initial_state(self) -> ServerState:
+        return ServerState()
+
+    def ensure_models(self, state: ServerState, architectures: set[str]) -> None:
+        """Create a global model for every architecture seen for the first time."""
+        for arch in sorted(architectures - set(state.models)):
+            state.models[arch] = self.initial_arrays(arch)
+
+    # ----------------------------------------------------------------- nodes
+
+    def sample_nodes(self, grid: Grid, server_round: int) -> list[int]:
+        """Wait for ``min_nodes`` connected nodes, then sample (sorted ids, seeded by round)."""
+        deadline = time.monotonic() + self.round_timeout
+        node_ids = sorted(grid.get_node_ids())
+        while len(node_ids) < self.min_nodes:
+            if time.monotonic() > deadline:
+                raise FederationError(
+                    f"only {len(node_ids)} nodes connected after {self.round_timeout:.0f} s; "
+                    f"min-nodes={self.min_nodes}"
+                )
+            log(INFO, "Waiting for nodes: %d connected, %d needed", len(node_ids), self.min_nodes)
+            time.sleep(1.0)
+            node_ids = sorted(grid.get_node_ids())
+        k = self.clients_per_round
+        if 0 < k < len(node_ids):
+            rng = np.random.default_rng([self.seed, server_round, 0x5A3])
+            node_ids = sorted(int(n) for n in rng.choice(node_ids, size=k, replace=False))
+        return node_ids
+
+    def discover(self, grid: Grid, node_ids: list[int], server_round: int) -> Exchange:
+        """``query.info`` the nodes not seen before; cache what they report."""
+        unknown = [n for n in node_ids if n not in self.nodes]
+        payloads = {n: RecordDict({CONFIG_KEY: ConfigRecord(self.node_config)}) for n in unknown}
+        ex = self.exchange(grid, payloads, QUERY_INFO, server_round, _parse_info)
+        for node_id, info in ex.replies.items():
+            self.nodes[node_id] = NodeInfo(node_id, *info)
+            log(INFO, "Node %d: partition %d, %s, %d examples, label counts %s", node_id,
+                info[0], info[1], info[2], list(info[3]))
+        return ex
+
+    # ----------------------------------------------------------------- messaging
+
+    def exchange(
+        self,
+        grid: Grid,
+        payloads: dict[int, RecordDict],
+        message_type: str,
+        server_round: int,
+        parse: Callable[[Message], T],
+    ) -> Exchange:
+        """Send one message per node, wait up to ``round_timeout``, validate every reply.
+
+        Replies that are missing, carry an error or fail ``parse`` are dropped and logged
+        with the node id; they never reach the aggregate.
+        """
+        ex = Exchange()
+        if not payloads:
+            return ex
+        messages = []
+        for node_id, content in payloads.items():
+            ex.bytes_down[node_id] = serialized_size(content)
+            messages.append(Message(content=content, dst_node_id=node_id,
+                                    message_type=message_type, group_id=str(server_round)))
+        replies = list(grid.send_and_receive(messages, timeout=self.round_timeout))
+        for reply in replies:
+            node_id = reply.metadata.src_node_id
+            if node_id not in payloads or node_id in ex.replies:
+                log(WARNING, "Ignoring unexpected reply from node %d", node_id)
+                continue
+            if reply.has_content():
+                ex.bytes_up[node_id] = serialized_size(reply.content)
+            try:
+                check_no_error(reply)
+                ex.replies[node_id] = parse(reply)
+            except (InvalidReply, KeyError, TypeError, ValueError) as err:
+                ex.dropped[node_id] = f"{message_type}: {err}"
+                log(WARNING, "Round %d: dropped %s reply of node %d: %s",
+                    server_round, message_type, node_id, err)
+        for node_id in payloads:
+            if node_id not in ex.replies and node_id not in ex.dropped:
+                ex.dropped[node_id] = f"{message_type}: no reply within {self.round_timeout:.0f} s"
+                log(WARNING, "Round %d: node %d did not reply to %s within %.0f s",
+                    server_round, node_id, message_type, self.round_timeout)
+        return ex
+
+    def require_replies(self, ex: Exchange, server_round: int, phase: str) -> None:
+        if len(ex.replies) < self.min_nodes:
+            raise FederationError(
+                f"round {server_round} {phase}: {len(ex.replies)} valid replies, fewer than "
+                f"min-nodes={self.min_nodes}; dropped: {ex.dropped}"
+            )
+
+    def partition_of(self) -> dict[int, int]:
+        return {n: info.partition_id for n, info in self.nodes.items()}
+
+
+def _parse_info(reply: Message) -> tuple[int, str, int, tuple[int, ...]]:
+    info = reply.content[INFO_KEY]
+    if not isinstance(info, ConfigRecord):
+        raise InvalidReply(f"'{INFO_KEY}' is not a ConfigRecord")
+    partition_id, arch = info["partition-id"], info["architecture"]
+    num_examples, counts = info["num-examples"], info["label-counts"]
+    if not isinstance(partition_id, int) or partition_id < 0:
+        raise InvalidReply(f"partition-id={partition_id!r} is not a non-negative integer")
+    if arch not in ARCHITECTURES:
+        raise InvalidReply(f"architecture={arch!r} is not in the zoo")
+    if not isinstance(num_examples, int) or num_examples < 0:
+        raise InvalidReply(f"num-examples={num_examples!r} is not a non-negative integer")
+    if not isinstance(counts, list) or any(not isinstance(c, int) or c < 0 for c in counts):
+        raise InvalidReply("label-counts is not a list of non-negative integers")
+    return partition_id, arch, num_examples, tuple(counts)

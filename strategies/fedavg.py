@@ -1,0 +1,101 @@
+"""Federated Averaging (FedAvg) [McMahan et al., AISTATS 2017, arXiv:1602.05629].
+
+With heterogeneous architectures, clients are grouped by architecture and each group is
+averaged on its own (one global model per architecture); no knowledge crosses groups.
+"""
+
+from __future__ import annotations
+
+from logging import INFO
+
+import numpy as np
+from flwr.app import ConfigRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore import log
+
+from .aggregate import weighted_average
+from .base import Exchange, FederatedStrategy, RoundReport
+from .protocol import ARRAYS_KEY, CONFIG_KEY, TRAIN, arrays_to_record
+from .state import Arrays, ServerState
+from .validation import check_train_reply
+
+TrainReply = tuple[Arrays, int, dict[str, float]]
+
+
+class FedAvg(FederatedStrategy):
+    """Sample-weighted averaging of client models, per architecture group."""
+
+    name = "fedavg"
+
+    def train_config(self, server_round: int) -> dict[str, int | float | str | bool]:
+        """Per-round config added to the node config; FedProx adds its ``proximal-mu``."""
+        return {"server-round": server_round, "proximal-mu": 0.0}
+
+    def train_round(
+        self, grid: Grid, state: ServerState, server_round: int
+    ) -> tuple[ServerState, RoundReport]:
+        report = RoundReport()
+        node_ids = self.sample_nodes(grid, server_round)
+        report.num_sampled = len(node_ids)
+        report.add(self.discover(grid, node_ids, server_round), self.partition_of())
+        participants = [n for n in node_ids if n in self.nodes]
+        self.ensure_models(state, {self.nodes[n].architecture for n in participants})
+
+        ex = self.train_phase(grid, state, participants, server_round)
+        report.add(ex, self.partition_of())
+        self.require_replies(ex, server_round, "train")
+        report.num_ok = len(ex.replies)
+        report.metrics = self._mean_metrics(ex.replies)
+
+        groups = self.group_by_architecture(ex.replies)
+        for arch, replies in groups.items():
+            weights = [n for _, n, _ in replies]
+            if sum(weights) == 0:
+                log(INFO, "Round %d: %s group reported no examples; kept", server_round, arch)
+                continue
+            state.models[arch] = weighted_average([a for a, _, _ in replies], weights)
+        self.after_aggregation(state, ex.replies, server_round, report)
+        state.round = server_round
+        return state, report
+
+    def after_aggregation(
+        self,
+        state: ServerState,
+        replies: dict[int, TrainReply],
+        server_round: int,
+        report: RoundReport,
+    ) -> None:
+        """Hook for server-side steps after averaging (FedDF distils here)."""
+
+    def train_phase(
+        self, grid: Grid, state: ServerState, node_ids: list[int], server_round: int
+    ) -> Exchange:
+        """Send every node the global model of its own architecture; validate the replies."""
+        config = ConfigRecord({**self.node_config, **self.train_config(server_round)})
+        payloads = {}
+        expected: dict[int, Arrays] = {}
+        for n in node_ids:
+            expected[n] = state.models[self.nodes[n].architecture]
+            payloads[n] = RecordDict({ARRAYS_KEY: arrays_to_record(expected[n]), CONFIG_KEY: config})
+        return self.exchange(
+            grid, payloads, TRAIN, server_round,
+            lambda reply: check_train_reply(reply, expected[reply.metadata.src_node_id]),
+        )
+
+    def group_by_architecture(
+        self, replies: dict[int, TrainReply]
+    ) -> dict[str, list[TrainReply]]:
+        """Replies per architecture, ordered by partition id so sums are reproducible."""
+        groups: dict[str, list[TrainReply]] = {}
+        for node_id in sorted(replies, key=lambda n: self.nodes[n].partition_id):
+            groups.setdefault(self.nodes[node_id].architecture, []).append(replies[node_id])
+        return dict(sorted(groups.items()))
+
+    @staticmethod
+    def _mean_metrics(replies: dict[int, TrainReply]) -> dict[str, float]:
+        total = sum(n for _, n, _ in replies.values())
+        if total == 0:
+            return {}
+        keys = set.intersection(*(set(m) for _, _, m in replies.values())) - {"num-examples"}
+        return {k: float(np.sum([m[k] * n for _, n, m in replies.values()]) / total)
+                for k in sorted(keys)}

@@ -1,0 +1,40 @@
+"""The message protocol shared by the ServerApp and the ClientApp: types, record keys, sizes.
+
+=================  ===============================  ==========================================
+message type       content sent to the node         reply content
+=================  ===============================  ==========================================
+``query.info``     ``config``                       ``info`` (partition, architecture, counts)
+``train``          ``arrays``, ``config``           ``arrays``, ``metrics`` (``num-examples``)
+``evaluate``       ``arrays``, ``config``           ``metrics`` (loss, accuracy, num-examples)
+=================  ===============================  ==========================================
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, RecordDict
+from flwr.common.serde import recorddict_to_proto
+
+QUERY_INFO = "query.info"
+TRAIN = "train"
+EVALUATE = "evaluate"
+
+ARRAYS_KEY = "arrays"
+CONFIG_KEY = "config"
+METRICS_KEY = "metrics"
+INFO_KEY = "info"
+
+
+def serialized_size(content: RecordDict) -> int:
+    """Bytes of a message's content as serialised for the wire."""
+    return int(recorddict_to_proto(content).ByteSize())
+
+
+def arrays_to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord(OrderedDict((k, Array(np.ascontiguousarray(v))) for k, v in arrays.items()))
+
+
+def record_to_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {k: record[k].numpy() for k in record}
