@@ -152,5 +152,5 @@ def distill(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return float(np.mean(losses[-10:])) if losses else 0.0

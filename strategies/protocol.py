@@ -33,7 +33,7 @@ def serialized_size(content: RecordDict) -> int:
 
 
 def arrays_to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord(OrderedDict((k, Array(np.ascontiguousarray(v))) for k, v in arrays.items()))
+    return ArrayRecord(OrderedDict((k, Array(np.asarray(v, order="C"))) for k, v in arrays.items()))
 
 
 def record_to_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:

@@ -1,0 +1,70 @@
+import numpy as np
+import torch
+
+from models.training import (
+    TrainConfig,
+    distill,
+    evaluate_classifier,
+    kd_loss,
+    predict_logits,
+    seeded_generator,
+    train_classifier,
+)
+from models.zoo import build_model
+
+
+def test_kd_loss_matches_the_formula():
+    s, t = torch.randn(4, 5), torch.randn(4, 5)
+    T = 2.0
+    p_t = torch.softmax(t / T, 1)
+    expected = (p_t * (torch.log(p_t) - torch.log_softmax(s / T, 1))).sum(1).mean() * T * T
+    assert torch.allclose(kd_loss(s, t, T), expected, atol=1e-6)
+    assert float(kd_loss(t, t, T)) < 1e-6
+
+
+def test_training_is_deterministic_and_learns(digits):
+    x, y = digits.x_train[:400], digits.y_train[:400]
+    cfg = TrainConfig(steps=60, batch_size=32, lr=0.05)
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        m = build_model("cnn-small", (1, 28, 28), 10)
+        train_classifier(m, x, y, cfg, seeded_generator(0, 1, 2), torch.device("cpu"))
+        models.append(m)
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        assert torch.equal(a, b)
+    acc = evaluate_classifier(models[0], digits.x_test, digits.y_test, torch.device("cpu"))
+    assert acc["accuracy"] > 0.6
+
+
+def test_proximal_term_keeps_weights_closer_to_the_start(digits):
+    x, y = digits.x_train[:300], digits.y_train[:300]
+    dist = {}
+    for mu in (0.0, 10.0):
+        torch.manual_seed(0)
+        m = build_model("mlp", (1, 28, 28), 10)
+        start = [p.detach().clone() for p in m.parameters()]
+        train_classifier(m, x, y, TrainConfig(steps=40, lr=0.05, proximal_mu=mu),
+                         seeded_generator(1), torch.device("cpu"))
+        dist[mu] = sum(float(((p.detach() - s) ** 2).sum()) for p, s in zip(m.parameters(), start, strict=True))
+    assert dist[10.0] < 0.5 * dist[0.0]
+
+
+def test_distillation_moves_student_toward_teacher(digits):
+    x = digits.x_train[:256]
+    torch.manual_seed(0)
+    teacher = build_model("mlp", (1, 28, 28), 10)
+    student = build_model("cnn-small", (1, 28, 28), 10)
+    t_logits = predict_logits(teacher, x, torch.device("cpu")) * 3
+    before = float(kd_loss(predict_logits(student, x, torch.device("cpu")), t_logits, 1.0))
+    distill(student, x, t_logits, steps=80, batch_size=64, lr=1e-3, temperature=1.0,
+            gen=seeded_generator(0), device=torch.device("cpu"))
+    after = float(kd_loss(predict_logits(student, x, torch.device("cpu")), t_logits, 1.0))
+    assert after < 0.5 * before
+
+
+def test_empty_data_is_harmless():
+    m = build_model("mlp", (1, 28, 28), 10)
+    empty_x, empty_y = np.zeros((0, 1, 28, 28), np.uint8), np.zeros(0, np.int64)
+    out = train_classifier(m, empty_x, empty_y, TrainConfig(), seeded_generator(0), torch.device("cpu"))
+    assert out == {"train-loss": 0.0, "train-accuracy": 0.0}

@@ -1,0 +1,60 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from server_app.config import DEFAULTS, ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_match_pyproject():
+    app_config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert app_config == DEFAULTS
+
+
+def test_defaults_resolve():
+    cfg = load_config(dict(DEFAULTS))
+    assert cfg.method == "fedavg" and cfg.alpha == 0.5
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"method": "fedsgd"}, r"method='fedsgd' is not allowed; choose one of: fedavg, fedprox, feddf"),
+        ({"dataset": "imagenet"}, r"dataset='imagenet' is not allowed; choose one of: fmnist"),
+        ({"models": "cnn-small,vgg"}, r"architecture 'vgg' is unknown; allowed: mlp"),
+        ({"alpha": 0.0}, r"alpha=0.0 is out of range; allowed: \(0, inf\]"),
+        ({"momentum": 1.5}, r"momentum=1.5 is out of range"),
+        ({"num-server-rounds": 0}, r"num-server-rounds=0 is out of range"),
+        ({"lr": "fast"}, r"lr='fast' must be a number"),
+        ({"method": "feddf"}, r"set public-fraction"),
+        ({"local-steps": 0}, r"both 0"),
+        ({"colour": 1}, r"unknown run-config keys \['colour'\]"),
+    ],
+)
+def test_bad_values_name_the_key_and_allowed_values(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config({**DEFAULTS, **override})
+
+
+def test_yaml_experiment_with_list_and_precedence(tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("method: fedprox\nmodels: [mlp, cnn-small]\nlr: 0.01\n")
+    cfg = load_config({**DEFAULTS, "experiment": str(exp), "lr": 0.2})
+    assert cfg.method == "fedprox" and cfg.models == "mlp,cnn-small"
+    assert cfg.lr == 0.2  # an explicit --run-config value beats the file
+
+
+def test_yaml_errors_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config({**DEFAULTS, "experiment": str(tmp_path / "none.yaml")})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("methd: fedavg\n")
+    with pytest.raises(ConfigError, match=r"unknown keys \['methd'\]"):
+        load_config({**DEFAULTS, "experiment": str(bad)})
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_experiment_is_valid(path):
+    load_config({**DEFAULTS, "experiment": str(path.relative_to(ROOT))})
