@@ -1,5 +1,6 @@
 # The two commands of the README. Both set everything up first (idempotent).
 .PHONY: run test lint setup
+SHELL := /bin/bash
 
 setup:
 	bash scripts/bootstrap.sh

@@ -12,7 +12,7 @@ from torch import nn
 
 def images_to_tensor(x: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 (N, C, H, W) -> float32 in [-1, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    t = torch.tensor(x, device=device)  # a copy: inputs may be read-only (np.load, Arrow)
     return t.float().div_(127.5).sub_(1.0)
 
 

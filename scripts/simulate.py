@@ -88,22 +88,26 @@ def main() -> int:
             print(f"submission failed:\n{submitted.stdout}\n{submitted.stderr}", file=sys.stderr)
             return 1
         print(f"[simulate] run {run_id} submitted ({args.num_supernodes} SuperNodes)", flush=True)
+        # `flwr log` streams the run's log until it ends; `flwr ls` is the source of truth.
+        streamer = subprocess.Popen(["flwr", "log", run_id], cwd=ROOT)
         deadline = time.monotonic() + args.timeout
-        status, seen_lines = "", 0
-        while time.monotonic() < deadline:
-            ls = json.loads(flwr("ls", "--run-id", run_id, "--format", "json").stdout)
-            status = ls["runs"][0]["status"]
-            lines = flwr("log", run_id, "--show", check=False).stdout.splitlines()
-            for line in lines[seen_lines:]:
-                print(line, flush=True)
-            seen_lines = len(lines)
-            if status.startswith("finished"):
-                break
-            time.sleep(2.0)
-        else:
-            print(f"[simulate] run {run_id} timed out after {args.timeout:.0f} s; stopping it")
-            flwr("stop", run_id, check=False)
-            return 2
+        status = ""
+        try:
+            while time.monotonic() < deadline:
+                ls = json.loads(flwr("ls", "--run-id", run_id, "--format", "json").stdout)
+                status = ls["runs"][0]["status"]
+                if status.startswith("finished"):
+                    break
+                time.sleep(2.0)
+            else:
+                print(f"[simulate] run {run_id} timed out after {args.timeout:.0f} s; stopping it")
+                flwr("stop", run_id, check=False)
+                return 2
+        finally:
+            try:
+                streamer.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                streamer.terminate()
         print(f"[simulate] run {run_id}: {status} {ls['runs'][0].get('status-details', '')}")
         return 0 if status == "finished:completed" else 1
     finally:

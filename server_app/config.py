@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "train-subset": 0,
     "public-fraction": 0.0,
     "models": "cnn-small",
-    "num-server-rounds": 5,
+    "num-server-rounds": 8,
     "clients-per-round": 0,
     "min-nodes": 2,
     "round-timeout": 600.0,
