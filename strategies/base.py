@@ -168,7 +168,9 @@ class FederatedStrategy(ABC):
         k = self.clients_per_round
         if 0 < k < len(node_ids):
             rng = np.random.default_rng([self.seed, server_round, 0x5A3])
-            node_ids = sorted(int(n) for n in rng.choice(node_ids, size=k, replace=False))
+            # Sample positions, not ids: node ids use all 64 bits and numpy would round them.
+            picked = rng.choice(len(node_ids), size=k, replace=False)
+            node_ids = [node_ids[i] for i in sorted(picked)]
         return node_ids
 
     def discover(self, grid: Grid, node_ids: list[int], server_round: int) -> Exchange:
