@@ -4,7 +4,8 @@
    ``local-steps`` SGD steps on its Fashion-MNIST partition, cnn-small), timed in one process.
 2. The same FedAvg experiment through ``flwr run`` (local simulation, Ray): the steady-state
    round time from metrics.jsonl (rounds >= 2; round 1 includes Ray start-up), with the peak RSS
-   summed over every process of the run (SuperLink, SuperExec, simulation, Ray workers).
+   the run adds, summed over every process on the machine (SuperLink, SuperExec, simulation,
+   Ray workers) minus what ran before it.
 3. A 1,000-client federation sampling 10 clients per round, to show that the cost grows with
    the clients sampled, not with the federation's size.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import threading
@@ -50,6 +52,7 @@ def bare_round_seconds(num_partitions: int, sampled: int) -> float:
 
 
 def simulated(num_supernodes: int, clients_per_round: int, name: str) -> dict:
+    shutil.rmtree(OUT / "runs" / name, ignore_errors=True)  # a stale run would be read back
     env = {**os.environ, "BOUQUET_OUTPUT_ROOT": str(OUT), "FLWR_HOME": str(OUT / "flwr_home")}
     run_config = (f'num-server-rounds={ROUNDS} local-steps={STEPS} clients-per-round='
                   f'{clients_per_round} num-partitions={num_supernodes} run-name="{name}" '
@@ -59,14 +62,12 @@ def simulated(num_supernodes: int, clients_per_round: int, name: str) -> dict:
          "--run-config", run_config], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
         start_new_session=True,
     )
-    peak = 0
+    peak, baseline = 0, _total_rss()
 
     def sample() -> None:
         nonlocal peak
         while proc.poll() is None:
-            # The managed SuperLink runs detached in a session of its own: count that
-            # session (found through FLWR_HOME on its command line) and the submitter's.
-            peak = max(peak, _sessions_rss(proc.pid, env["FLWR_HOME"]))
+            peak = max(peak, _total_rss() - baseline)
             time.sleep(0.5)
 
     watcher = threading.Thread(target=sample)
@@ -79,22 +80,20 @@ def simulated(num_supernodes: int, clients_per_round: int, name: str) -> dict:
     return {"supernodes": num_supernodes, "sampled": clients_per_round or num_supernodes,
             "rc": rc, "wall-seconds": round(time.time() - wall0, 1),
             "round-seconds": round(float(np.mean(steady)), 3),
-            "round1-seconds": rows[0]["seconds-round"], "peak-rss-gb": round(peak / 1e9, 2)}
+            "round1-seconds": rows[0]["seconds-round"], "peak-added-rss-gb": round(peak / 1e9, 2)}
 
 
-def _sessions_rss(sid: int, flwr_home: str) -> int:
-    procs = []
+def _total_rss() -> int:
+    """RSS summed over every process on the machine (Ray workers detach from our tree)."""
+    total = 0
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
-            procs.append((int(stat[3]), int(stat[21]) * os.sysconf("SC_PAGE_SIZE"), cmd))
-        except (OSError, IndexError, ValueError):
-            continue
-    sessions = {sid} | {s for s, _, cmd in procs if "flower-superlink" in cmd and flwr_home in cmd}
-    return sum(rss for s, rss, _ in procs if s in sessions)
+        if proc.name.isdigit():
+            try:
+                stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                total += int(stat[21]) * os.sysconf("SC_PAGE_SIZE")
+            except (OSError, IndexError, ValueError):
+                continue
+    return total
 
 
 def main() -> None:
@@ -116,11 +115,11 @@ def main() -> None:
     ]
     (OUT / "overhead.json").write_text(json.dumps(results, indent=2))
     lines = ["| SuperNodes | sampled/round | bare PyTorch s/round | simulation s/round | ratio | "
-             "round 1 s | peak RSS GB |", "|---|---|---|---|---|---|---|"]
+             "round 1 s | peak added RSS GB |", "|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         lines.append(f"| {r['supernodes']} | {r['sampled']} | {r['bare-pytorch-seconds']} | "
                      f"{r['round-seconds']} | {r['ratio']} | {r['round1-seconds']} | "
-                     f"{r['peak-rss-gb']} |")
+                     f"{r['peak-added-rss-gb']} |")
     (OUT / "overhead.md").write_text("\n".join(lines) + "\n")
     print(json.dumps(results, indent=2))
     print("\n".join(lines))
