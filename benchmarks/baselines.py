@@ -33,20 +33,37 @@ MODELS = ("cnn-small", "heterogeneous")
 
 
 def run_cell(method: str, alpha: float, models: str, seed: int, args) -> dict:  # type: ignore[no-untyped-def]
-    cfg = load_config({
-        **DEFAULTS, "method": method, "dataset": "fmnist", "alpha": alpha, "models": models,
-        "seed": seed, "num-partitions": args.clients, "num-server-rounds": args.rounds,
-        "local-steps": args.local_steps, "public-fraction": 0.1, "distill-steps": args.distill_steps,
-        "output-dir": str(OUT / "runs"), "run-name": f"{method}-a{alpha}-{models}-s{seed}",
-    })
+    cfg = load_config(
+        {
+            **DEFAULTS,
+            "method": method,
+            "dataset": "fmnist",
+            "alpha": alpha,
+            "models": models,
+            "seed": seed,
+            "num-partitions": args.clients,
+            "num-server-rounds": args.rounds,
+            "local-steps": args.local_steps,
+            "public-fraction": 0.1,
+            "distill-steps": args.distill_steps,
+            "output-dir": str(OUT / "runs"),
+            "run-name": f"{method}-a{alpha}-{models}-s{seed}",
+        }
+    )
     nodes = [{"partition-id": i, "num-partitions": args.clients} for i in range(args.clients)]
     t0 = time.time()
     s = run_experiment(InProcessGrid(client_app, nodes), cfg)
-    return {"method": method, "alpha": alpha, "models": models, "seed": seed,
-            "final-accuracy": s["final-accuracy"], "best-accuracy": s["best-accuracy"],
-            "per-architecture": s["final-per-architecture"],
-            "bytes-per-round": (s["total-bytes-down"] + s["total-bytes-up"]) / args.rounds,
-            "seconds": round(time.time() - t0, 1)}
+    return {
+        "method": method,
+        "alpha": alpha,
+        "models": models,
+        "seed": seed,
+        "final-accuracy": s["final-accuracy"],
+        "best-accuracy": s["best-accuracy"],
+        "per-architecture": s["final-per-architecture"],
+        "bytes-per-round": (s["total-bytes-down"] + s["total-bytes-up"]) / args.rounds,
+        "seconds": round(time.time() - t0, 1),
+    }
 
 
 def main() -> None:
@@ -66,19 +83,31 @@ def main() -> None:
                 for seed in seeds:
                     results.append(run_cell(method, alpha, models, seed, args))
                     print(json.dumps(results[-1]), flush=True)
-    meta = {"data": "Fashion-MNIST (Debian dataset-fashion-mnist), 10% public split carved out",
-            "clients": args.clients, "rounds": args.rounds, "local-steps": args.local_steps,
-            "batch-size": DEFAULTS["batch-size"], "lr": DEFAULTS["lr"], "seeds": seeds,
-            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
-                       f"python {platform.python_version()}"}
+    meta = {
+        "data": "Fashion-MNIST (Debian dataset-fashion-mnist), 10% public split carved out",
+        "clients": args.clients,
+        "rounds": args.rounds,
+        "local-steps": args.local_steps,
+        "batch-size": DEFAULTS["batch-size"],
+        "lr": DEFAULTS["lr"],
+        "seeds": seeds,
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
+        f"python {platform.python_version()}",
+    }
     (OUT / "baselines.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    lines = ["| alpha | models | " + " | ".join(METHODS) + " |", "|---|---|" + "---|" * len(METHODS)]
+    lines = [
+        "| alpha | models | " + " | ".join(METHODS) + " |",
+        "|---|---|" + "---|" * len(METHODS),
+    ]
     for alpha in ALPHAS:
         for models in MODELS:
             cells = []
             for method in METHODS:
-                accs = [r["final-accuracy"] for r in results
-                        if (r["alpha"], r["models"], r["method"]) == (alpha, models, method)]
+                accs = [
+                    r["final-accuracy"]
+                    for r in results
+                    if (r["alpha"], r["models"], r["method"]) == (alpha, models, method)
+                ]
                 sd = f" ± {np.std(accs):.3f}" if len(accs) > 1 else ""
                 cells.append(f"{np.mean(accs):.3f}{sd}")
             lines.append(f"| {alpha} | {models} | " + " | ".join(cells) + " |")

@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,22 +45,34 @@ def bare_round_seconds(num_partitions: int, sampled: int) -> float:
     t0 = time.perf_counter()
     for pid in range(sampled):
         part = fed.partition(pid)
-        train_classifier(model, part.x, part.y, cfg, seeded_generator(0, pid),
-                         torch.device("cpu"))
+        train_classifier(model, part.x, part.y, cfg, seeded_generator(0, pid), torch.device("cpu"))
     return time.perf_counter() - t0
-
-
 
 
 def simulated(num_supernodes: int, clients_per_round: int, name: str) -> dict:
     shutil.rmtree(OUT / "runs" / name, ignore_errors=True)  # a stale run would be read back
-    env = {**os.environ, "BOUQUET_OUTPUT_ROOT": str(OUT), "FLWR_HOME": str(OUT / "flwr_home")}
-    run_config = (f'num-server-rounds={ROUNDS} local-steps={STEPS} clients-per-round='
-                  f'{clients_per_round} num-partitions={num_supernodes} run-name="{name}" '
-                  'output-dir="runs"')
+    env = {
+        **os.environ,
+        "BOUQUET_OUTPUT_ROOT": str(OUT),
+        "FLWR_HOME": str(OUT / "flwr_home"),
+    }
+    run_config = (
+        f"num-server-rounds={ROUNDS} local-steps={STEPS} clients-per-round="
+        f'{clients_per_round} num-partitions={num_supernodes} run-name="{name}" '
+        'output-dir="runs"'
+    )
     proc = subprocess.Popen(
-        [sys.executable, "scripts/simulate.py", "--num-supernodes", str(num_supernodes),
-         "--run-config", run_config], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "scripts/simulate.py",
+            "--num-supernodes",
+            str(num_supernodes),
+            "--run-config",
+            run_config,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
         start_new_session=True,
     )
     peak, baseline = 0, _total_rss()
@@ -75,12 +88,20 @@ def simulated(num_supernodes: int, clients_per_round: int, name: str) -> dict:
     wall0 = time.time()
     rc = proc.wait()
     watcher.join()
-    rows = [json.loads(line) for line in (OUT / "runs" / name / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (OUT / "runs" / name / "metrics.jsonl").read_text().splitlines()
+    ]
     steady = [r["seconds-round"] for r in rows if r["round"] >= 2]
-    return {"supernodes": num_supernodes, "sampled": clients_per_round or num_supernodes,
-            "rc": rc, "wall-seconds": round(time.time() - wall0, 1),
-            "round-seconds": round(float(np.mean(steady)), 3),
-            "round1-seconds": rows[0]["seconds-round"], "peak-added-rss-gb": round(peak / 1e9, 2)}
+    return {
+        "supernodes": num_supernodes,
+        "sampled": clients_per_round or num_supernodes,
+        "rc": rc,
+        "wall-seconds": round(time.time() - wall0, 1),
+        "round-seconds": round(float(np.mean(steady)), 3),
+        "round1-seconds": rows[0]["seconds-round"],
+        "peak-added-rss-gb": round(peak / 1e9, 2),
+    }
 
 
 def _total_rss() -> int:
@@ -99,27 +120,40 @@ def _total_rss() -> int:
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    results = {"machine": f"{os.cpu_count()} cores, {platform.machine()}, python "
-                          f"{platform.python_version()}, torch {torch.__version__}",
-               "setup": f"FedAvg, cnn-small, Fashion-MNIST Dirichlet 0.5, {STEPS} local steps "
-                        f"of batch 32, {ROUNDS} rounds (steady state = rounds 2-{ROUNDS})"}
+    results: dict[str, Any] = {
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, python "
+        f"{platform.python_version()}, torch {torch.__version__}",
+        "setup": f"FedAvg, cnn-small, Fashion-MNIST Dirichlet 0.5, {STEPS} local steps "
+        f"of batch 32, {ROUNDS} rounds (steady state = rounds 2-{ROUNDS})",
+    }
     bare10 = bare_round_seconds(10, 10)
     sim10 = simulated(10, 0, "overhead-10")
     sim1000 = simulated(1000, 10, "overhead-1000")
     bare1000 = bare_round_seconds(1000, 10)
     results["rows"] = [
-        {**sim10, "bare-pytorch-seconds": round(bare10, 3),
-         "ratio": round(sim10["round-seconds"] / bare10, 2)},
-        {**sim1000, "bare-pytorch-seconds": round(bare1000, 3),
-         "ratio": round(sim1000["round-seconds"] / bare1000, 2)},
+        {
+            **sim10,
+            "bare-pytorch-seconds": round(bare10, 3),
+            "ratio": round(sim10["round-seconds"] / bare10, 2),
+        },
+        {
+            **sim1000,
+            "bare-pytorch-seconds": round(bare1000, 3),
+            "ratio": round(sim1000["round-seconds"] / bare1000, 2),
+        },
     ]
     (OUT / "overhead.json").write_text(json.dumps(results, indent=2))
-    lines = ["| SuperNodes | sampled/round | bare PyTorch s/round | simulation s/round | ratio | "
-             "round 1 s | peak added RSS GB |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| SuperNodes | sampled/round | bare PyTorch s/round | simulation s/round | ratio | "
+        "round 1 s | peak added RSS GB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results["rows"]:
-        lines.append(f"| {r['supernodes']} | {r['sampled']} | {r['bare-pytorch-seconds']} | "
-                     f"{r['round-seconds']} | {r['ratio']} | {r['round1-seconds']} | "
-                     f"{r['peak-added-rss-gb']} |")
+        lines.append(
+            f"| {r['supernodes']} | {r['sampled']} | {r['bare-pytorch-seconds']} | "
+            f"{r['round-seconds']} | {r['ratio']} | {r['round1-seconds']} | "
+            f"{r['peak-added-rss-gb']} |"
+        )
     (OUT / "overhead.md").write_text("\n".join(lines) + "\n")
     print(json.dumps(results, indent=2))
     print("\n".join(lines))

@@ -6,7 +6,7 @@ Heavy imports (torch, the zoo) happen inside the handlers so that a node answeri
 
 from __future__ import annotations
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from strategies.protocol import ARRAYS_KEY, CONFIG_KEY, INFO_KEY, METRICS_KEY
@@ -20,12 +20,14 @@ def query_info(msg: Message, context: Context) -> Message:
     from .node import load_node
 
     node = load_node(dict(msg.content[CONFIG_KEY]), dict(context.node_config))
-    info = ConfigRecord({
-        "partition-id": node.partition_id,
-        "architecture": node.architecture,
-        "num-examples": len(node.data),
-        "label-counts": node.label_counts(),
-    })
+    info = ConfigRecord(
+        {
+            "partition-id": node.partition_id,
+            "architecture": node.architecture,
+            "num-examples": len(node.data),
+            "label-counts": node.label_counts(),
+        }
+    )
     return Message(RecordDict({INFO_KEY: info}), reply_to=msg)
 
 
@@ -35,10 +37,13 @@ def train(msg: Message, context: Context) -> Message:
     from .local import train_locally
 
     arrays, metrics = train_locally(
-        msg.content[ARRAYS_KEY], dict(msg.content[CONFIG_KEY]), dict(context.node_config)
+        _arrays(msg),
+        dict(msg.content[CONFIG_KEY]),
+        dict(context.node_config),
     )
     return Message(
-        RecordDict({ARRAYS_KEY: arrays, METRICS_KEY: MetricRecord(metrics)}), reply_to=msg
+        RecordDict({ARRAYS_KEY: arrays, METRICS_KEY: MetricRecord(dict(metrics))}),
+        reply_to=msg,
     )
 
 
@@ -48,8 +53,15 @@ def evaluate(msg: Message, context: Context) -> Message:
     from .local import evaluate_locally
 
     metrics = evaluate_locally(
-        msg.content[ARRAYS_KEY], dict(msg.content[CONFIG_KEY]), dict(context.node_config)
+        _arrays(msg),
+        dict(msg.content[CONFIG_KEY]),
+        dict(context.node_config),
     )
-    return Message(RecordDict({METRICS_KEY: MetricRecord(metrics)}), reply_to=msg)
+    return Message(RecordDict({METRICS_KEY: MetricRecord(dict(metrics))}), reply_to=msg)
 
 
+def _arrays(msg: Message) -> ArrayRecord:
+    record = msg.content[ARRAYS_KEY]
+    if not isinstance(record, ArrayRecord):
+        raise TypeError(f"'{ARRAYS_KEY}' is {type(record).__name__}, not an ArrayRecord")
+    return record

@@ -8,7 +8,12 @@ import torch
 from flwr.app import ArrayRecord
 
 from models.device import resolve_device
-from models.training import TrainConfig, evaluate_classifier, seeded_generator, train_classifier
+from models.training import (
+    TrainConfig,
+    evaluate_classifier,
+    seeded_generator,
+    train_classifier,
+)
 from models.zoo import build_model
 
 from .node import NodeSetup, load_node
@@ -42,8 +47,11 @@ def train_locally(
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))  # dropout
         metrics = train_classifier(model, node.data.x, node.data.y, cfg, gen, device)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return ArrayRecord(state), {"num-examples": len(node.data), **metrics,
-                                "partition-id": node.partition_id}
+    return ArrayRecord(state), {
+        "num-examples": len(node.data),
+        **metrics,
+        "partition-id": node.partition_id,
+    }
 
 
 def evaluate_locally(

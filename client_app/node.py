@@ -38,29 +38,42 @@ def load_node(config: dict[str, Any], node_config: dict[str, Any]) -> NodeSetup:
     ``architecture`` (override the run's assignment, e.g. a lighter model on a small device).
     """
     spec = DataSpec.from_config(config)
-    input_shape = tuple(int(d) for d in config["input-shape"])
+    c, h, w = (int(d) for d in config["input-shape"])
+    input_shape = (c, h, w)
     num_classes = int(config["num-classes"])
     if "partition-id" not in node_config:
-        raise ValueError("node config lacks partition-id (start the SuperNode with "
-                         "--node-config 'partition-id=0 num-partitions=N')")
+        raise ValueError(
+            "node config lacks partition-id (start the SuperNode with "
+            "--node-config 'partition-id=0 num-partitions=N')"
+        )
     partition_id = int(node_config["partition-id"])
     path = str(node_config.get("dataset-path", ""))
     if path:
-        data = read_partition_file(path, dataset=spec.dataset, input_shape=input_shape,
-                                   num_classes=num_classes)
+        data = read_partition_file(
+            path, dataset=spec.dataset, input_shape=input_shape, num_classes=num_classes
+        )
     else:
         node_parts = int(node_config.get("num-partitions", 0))
         if spec.num_partitions == 0:
             if node_parts <= 0:
-                raise ValueError("num-partitions is set neither in the run config nor in the "
-                                 "node config")
+                raise ValueError(
+                    "num-partitions is set neither in the run config nor in the node config"
+                )
             spec = replace(spec, num_partitions=node_parts)
         elif node_parts and node_parts != spec.num_partitions:
-            raise ValueError(f"node config num-partitions={node_parts} disagrees with the run's "
-                             f"num-partitions={spec.num_partitions}")
+            raise ValueError(
+                f"node config num-partitions={node_parts} disagrees with the run's "
+                f"num-partitions={spec.num_partitions}"
+            )
         data = Federation(spec).partition(partition_id)
     arch = str(node_config.get("architecture", "")) or architecture_for(
         partition_id, parse_assignment(str(config["models"]))
     )
-    return NodeSetup(partition_id, arch, data, input_shape, num_classes,  # type: ignore[arg-type]
-                     str(node_config.get("device", "")))
+    return NodeSetup(
+        partition_id,
+        arch,
+        data,
+        input_shape,
+        num_classes,  # type: ignore[arg-type]
+        str(node_config.get("device", "")),
+    )

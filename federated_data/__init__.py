@@ -3,4 +3,10 @@
 from .federation import ArrayDataset, DataSpec, Federation
 from .sources import SOURCES, DatasetUnavailableError
 
-__all__ = ["SOURCES", "ArrayDataset", "DataSpec", "DatasetUnavailableError", "Federation"]
+__all__ = [
+    "SOURCES",
+    "ArrayDataset",
+    "DataSpec",
+    "DatasetUnavailableError",
+    "Federation",
+]

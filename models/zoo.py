@@ -99,7 +99,11 @@ class CifarResNet(nn.Module):
     """ResNet for small images: 3x3 stem, no max-pool, one stage per width."""
 
     def __init__(
-        self, in_channels: int, num_classes: int, widths: tuple[int, ...], blocks: tuple[int, ...]
+        self,
+        in_channels: int,
+        num_classes: int,
+        widths: tuple[int, ...],
+        blocks: tuple[int, ...],
     ) -> None:
         super().__init__()
         self.stem = nn.Sequential(*_conv_bn(in_channels, widths[0]))
@@ -188,8 +192,11 @@ def count_flops(model: nn.Module, in_shape: tuple[int, int, int]) -> int:
         elif isinstance(module, nn.Linear):
             macs += out.numel() * module.in_features
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, nn.Conv2d | nn.Linear)]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
     was_training = model.training
     model.eval()
     with torch.no_grad():

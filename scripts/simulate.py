@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def flwr(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(["flwr", *args], cwd=ROOT, capture_output=True, text=True)
     if check and done.returncode != 0:
-        raise RuntimeError(f"flwr {' '.join(args)} failed ({done.returncode}):\n"
-                           f"{done.stdout}\n{done.stderr}")
+        raise RuntimeError(
+            f"flwr {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+        )
     return done
 
 
@@ -70,14 +71,23 @@ def main() -> int:
     parser.add_argument("--keep-superlink", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("FLWR_HOME", str(ROOT / ".flwr_home"))
-    for key, value in (("FLWR_TELEMETRY_ENABLED", "0"), ("FLWR_DISABLE_UPDATE_CHECK", "1"),
-                       ("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")):
+    for key, value in (
+        ("FLWR_TELEMETRY_ENABLED", "0"),
+        ("FLWR_DISABLE_UPDATE_CHECK", "1"),
+        ("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1"),
+    ):
         os.environ[key] = value
     # flwr and the SuperLink it spawns live next to this interpreter (the project's venv).
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     port = os.environ.setdefault("FLWR_LOCAL_SUPERLINK_HTTP_API_PORT", "39091")
-    run_args = ["run", ".", "--format", "json",
-                "--federation-config", f"num-supernodes={args.num_supernodes}"]
+    run_args = [
+        "run",
+        ".",
+        "--format",
+        "json",
+        "--federation-config",
+        f"num-supernodes={args.num_supernodes}",
+    ]
     if args.run_config:
         run_args += ["--run-config", args.run_config]
     try:
@@ -85,9 +95,15 @@ def main() -> int:
         try:
             run_id = str(json.loads(submitted.stdout)["run-id"])
         except (json.JSONDecodeError, KeyError):
-            print(f"submission failed:\n{submitted.stdout}\n{submitted.stderr}", file=sys.stderr)
+            print(
+                f"submission failed:\n{submitted.stdout}\n{submitted.stderr}",
+                file=sys.stderr,
+            )
             return 1
-        print(f"[simulate] run {run_id} submitted ({args.num_supernodes} SuperNodes)", flush=True)
+        print(
+            f"[simulate] run {run_id} submitted ({args.num_supernodes} SuperNodes)",
+            flush=True,
+        )
         # `flwr log` streams the run's log until it ends; `flwr ls` is the source of truth.
         streamer = subprocess.Popen(["flwr", "log", run_id], cwd=ROOT)
         deadline = time.monotonic() + args.timeout

@@ -130,8 +130,12 @@ class ExperimentConfig:
         return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}
 
     def default_run_name(self) -> str:
-        skew = {"dirichlet": f"a{self.alpha:g}", "pathological": f"k{self.classes_per_client}",
-                "shard": f"s{self.shards_per_client}", "iid": "iid"}[self.partitioner]
+        skew = {
+            "dirichlet": f"a{self.alpha:g}",
+            "pathological": f"k{self.classes_per_client}",
+            "shard": f"s{self.shards_per_client}",
+            "iid": "iid",
+        }[self.partitioner]
         models = self.models.replace(",", "+")
         return f"{self.method}-{self.dataset}-{skew}-{models}-seed{self.seed}"
 
@@ -157,8 +161,10 @@ def read_experiment(path_str: str) -> dict[str, Any]:
     candidates = [path] if path.is_absolute() else [Path.cwd() / path, APP_DIR / path]
     found = next((p for p in candidates if p.is_file()), None)
     if found is None:
-        raise ConfigError(f"experiment={path_str!r}: file not found (looked in "
-                          f"{', '.join(str(c) for c in candidates)})")
+        raise ConfigError(
+            f"experiment={path_str!r}: file not found (looked in "
+            f"{', '.join(str(c) for c in candidates)})"
+        )
     try:
         data = yaml.safe_load(found.read_text()) or {}
     except yaml.YAMLError as err:
@@ -167,8 +173,9 @@ def read_experiment(path_str: str) -> dict[str, Any]:
         raise ConfigError(f"experiment={path_str!r}: top level must be a mapping of settings")
     unknown = sorted(set(data) - set(DEFAULTS) - {"experiment"})
     if unknown:
-        raise ConfigError(f"experiment={path_str!r}: unknown keys {unknown}; allowed: "
-                          f"{sorted(DEFAULTS)}")
+        raise ConfigError(
+            f"experiment={path_str!r}: unknown keys {unknown}; allowed: {sorted(DEFAULTS)}"
+        )
     if isinstance(data.get("models"), list):  # YAML may list architectures per client
         data["models"] = ",".join(str(m) for m in data["models"])
     data.pop("experiment", None)
@@ -194,8 +201,9 @@ def validate(values: dict[str, Any]) -> ExperimentConfig:
         out[key] = value
     for key, allowed in CHOICES.items():
         if out[key] not in allowed:
-            raise ConfigError(f"{key}={out[key]!r} is not allowed; choose one of: "
-                              f"{', '.join(allowed)}")
+            raise ConfigError(
+                f"{key}={out[key]!r} is not allowed; choose one of: {', '.join(allowed)}"
+            )
     for key, (low, high, inclusive) in RANGES.items():
         v = out[key]
         too_low = low is not None and (v < low if inclusive else v <= low)
@@ -212,9 +220,12 @@ def validate(values: dict[str, Any]) -> ExperimentConfig:
     if out["local-steps"] == 0 and out["local-epochs"] == 0:
         raise ConfigError("local-steps and local-epochs are both 0; set one of them > 0")
     if out["method"] == "feddf" and out["public-fraction"] == 0:
-        raise ConfigError("method='feddf' distils on an unlabelled public split: set "
-                          "public-fraction in (0, 0.9], e.g. 0.1")
+        raise ConfigError(
+            "method='feddf' distils on an unlabelled public split: set "
+            "public-fraction in (0, 0.9], e.g. 0.1"
+        )
     if out["clients-per-round"] and out["clients-per-round"] < out["min-nodes"]:
-        raise ConfigError(f"clients-per-round={out['clients-per-round']} is below "
-                          f"min-nodes={out['min-nodes']}")
+        raise ConfigError(
+            f"clients-per-round={out['clients-per-round']} is below min-nodes={out['min-nodes']}"
+        )
     return ExperimentConfig(**{k.replace("-", "_"): v for k, v in out.items()})

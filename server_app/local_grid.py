@@ -44,8 +44,13 @@ class InProcessGrid(Grid):
         self.reply_hook = reply_hook
         self.run_id = run_id
         self.contexts = {
-            1000 + i: Context(run_id=run_id, node_id=1000 + i, node_config=dict(nc),
-                              state=RecordDict(), run_config={})
+            1000 + i: Context(
+                run_id=run_id,
+                node_id=1000 + i,
+                node_config=dict(nc),
+                state=RecordDict(),
+                run_config={},
+            )
             for i, nc in enumerate(node_configs)
         }
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 0, 1
@@ -58,11 +63,19 @@ class InProcessGrid(Grid):
         raise NotImplementedError("InProcessGrid has no Run object")
 
     def create_message(  # type: ignore[override]
-        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
         ttl: float | None = None,
     ) -> Message:
-        return Message(content=content, dst_node_id=dst_node_id, message_type=message_type,
-                       group_id=group_id)
+        return Message(
+            content=content,
+            dst_node_id=dst_node_id,
+            message_type=message_type,
+            group_id=group_id,
+        )
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self.contexts)
@@ -82,22 +95,22 @@ class InProcessGrid(Grid):
             if ctx is None:
                 continue  # unknown node: no reply, as a real Grid would time out
             TaskIdentity.node_id = ctx.node_id
-            wire_msg = Message(content=_over_the_wire(msg.content),
-                               dst_node_id=msg.metadata.dst_node_id,
-                               message_type=msg.metadata.message_type,
-                               group_id=msg.metadata.group_id)
+            wire_msg = Message(
+                content=_over_the_wire(msg.content),
+                dst_node_id=msg.metadata.dst_node_id,
+                message_type=msg.metadata.message_type,
+                group_id=msg.metadata.group_id,
+            )
             try:
                 reply = self.client_app(wire_msg, ctx)
                 reply = Message(_over_the_wire(reply.content), reply_to=msg)
             except Exception as err:  # the ClientApp crashed: Flower sends an error reply
-                reply = Message(Error(code=2, reason=f"{type(err).__name__}: {err}"),
-                                reply_to=msg)
+                reply = Message(Error(code=2, reason=f"{type(err).__name__}: {err}"), reply_to=msg)
             finally:
                 TaskIdentity.node_id = 0
-            if self.reply_hook is not None:
-                reply = self.reply_hook(msg, reply)
-            if reply is not None:
-                replies.append(reply)
+            hooked = reply if self.reply_hook is None else self.reply_hook(msg, reply)
+            if hooked is not None:
+                replies.append(hooked)
         return replies
 
 

@@ -22,7 +22,13 @@ import yaml
 from .config import ExperimentConfig
 
 # Settings that may change between a run and its resumption.
-RESUMABLE_CHANGES = {"resume", "num-server-rounds", "round-timeout", "min-nodes", "experiment"}
+RESUMABLE_CHANGES = {
+    "resume",
+    "num-server-rounds",
+    "round-timeout",
+    "min-nodes",
+    "experiment",
+}
 
 
 class RunDirectory:
@@ -37,18 +43,22 @@ class RunDirectory:
         if not root.is_absolute():
             root = Path(os.environ.get("BOUQUET_OUTPUT_ROOT", Path.cwd())) / root
         name = cfg.run_name or cfg.default_run_name()
-        existing = [root / name] + sorted(
-            (p for p in root.glob(f"{name}-*") if p.name[len(name) + 1:].isdigit()),
-            key=lambda p: int(p.name[len(name) + 1:]),
+        suffixed = sorted(
+            (p for p in root.glob(f"{name}-*") if p.name[len(name) + 1 :].isdigit()),
+            key=lambda p: int(p.name[len(name) + 1 :]),
         )
+        existing = [root / name, *suffixed]
         used = [p for p in existing if (p / "config.yaml").exists()]
         self.resumed = cfg.resume and bool(used)
         if self.resumed:
             self.path = used[-1]
             self._check_compatible(cfg)
         else:
-            self.path = next(p for p in [*existing, *(root / f"{name}-{i}" for i in range(1, 10**6))]
-                             if not (p / "config.yaml").exists())
+            self.path = next(
+                p
+                for p in [*existing, *(root / f"{name}-{i}" for i in range(1, 10**6))]
+                if not (p / "config.yaml").exists()
+            )
         self.checkpoints = self.path / "checkpoints"
         self.plots = self.path / "plots"
         for d in (self.path, self.checkpoints, self.plots):

@@ -35,9 +35,18 @@ def plot_rounds(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.legend(fontsize=8)
         paths.append(_save(fig, out_dir / f"{key}.png", plt))
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(rounds, [r["bytes-down"] / 1e6 for r in rows], marker="o", label="server → nodes")
+    ax.plot(
+        rounds,
+        [r["bytes-down"] / 1e6 for r in rows],
+        marker="o",
+        label="server → nodes",
+    )
     ax.plot(rounds, [r["bytes-up"] / 1e6 for r in rows], marker="s", label="nodes → server")
-    ax.set(xlabel="round", ylabel="MB (serialised records)", title="communication per round")
+    ax.set(
+        xlabel="round",
+        ylabel="MB (serialised records)",
+        title="communication per round",
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     paths.append(_save(fig, out_dir / "bytes.png", plt))
@@ -55,12 +64,23 @@ def plot_label_distribution(counts: dict[int, list[int]], out_path: Path) -> Pat
     bottom = np.zeros(len(parts))
     cmap = plt.get_cmap("tab20" if mat.shape[1] > 10 else "tab10")
     for c in range(mat.shape[1]):
-        ax.bar([str(p) for p in parts], mat[:, c], bottom=bottom, color=cmap(c % 20),
-               label=str(c))
+        ax.bar(
+            [str(p) for p in parts],
+            mat[:, c],
+            bottom=bottom,
+            color=cmap(c % 20),
+            label=str(c),
+        )
         bottom += mat[:, c]
     ax.set(xlabel="partition id", ylabel="examples", title="label distribution per client")
     if mat.shape[1] <= 20:
-        ax.legend(title="class", fontsize=7, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left")
+        ax.legend(
+            title="class",
+            fontsize=7,
+            ncol=2,
+            bbox_to_anchor=(1.01, 1),
+            loc="upper left",
+        )
     return _save(fig, out_path, plt)
 
 

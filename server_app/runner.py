@@ -21,8 +21,8 @@ from models.device import resolve_device
 from models.training import evaluate_classifier
 from models.zoo import build_model, count_flops, count_parameters
 from strategies.base import FederatedStrategy
-from strategies.feddf import FedDF
 from strategies.fedavg import FedAvg
+from strategies.feddf import FedDF
 from strategies.fedprox import FedProx
 from strategies.state import ServerState
 
@@ -33,11 +33,18 @@ from .plots import plot_label_distribution, plot_rounds
 
 def data_spec(cfg: ExperimentConfig) -> DataSpec:
     return DataSpec(
-        dataset=cfg.dataset, partitioner=cfg.partitioner, num_partitions=cfg.num_partitions,
-        alpha=cfg.alpha, classes_per_client=cfg.classes_per_client,
-        shards_per_client=cfg.shards_per_client, min_partition_size=cfg.min_partition_size,
-        train_subset=cfg.train_subset, public_fraction=cfg.public_fraction, seed=cfg.seed,
-        data_dir=cfg.data_dir, download=cfg.download,
+        dataset=cfg.dataset,
+        partitioner=cfg.partitioner,
+        num_partitions=cfg.num_partitions,
+        alpha=cfg.alpha,
+        classes_per_client=cfg.classes_per_client,
+        shards_per_client=cfg.shards_per_client,
+        min_partition_size=cfg.min_partition_size,
+        train_subset=cfg.train_subset,
+        public_fraction=cfg.public_fraction,
+        seed=cfg.seed,
+        data_dir=cfg.data_dir,
+        download=cfg.download,
     )
 
 
@@ -57,7 +64,9 @@ def node_config(cfg: ExperimentConfig, fed: Federation) -> dict[str, Any]:
     }
 
 
-def build_strategy(cfg: ExperimentConfig, fed: Federation, device: torch.device) -> FederatedStrategy:
+def build_strategy(
+    cfg: ExperimentConfig, fed: Federation, device: torch.device
+) -> FederatedStrategy:
     common: dict[str, Any] = {
         "model_fn": lambda arch: build_model(arch, fed.input_shape, fed.num_classes),
         "node_config": node_config(cfg, fed),
@@ -71,14 +80,21 @@ def build_strategy(cfg: ExperimentConfig, fed: Federation, device: torch.device)
     if cfg.method == "fedprox":
         return FedProx(proximal_mu=cfg.proximal_mu, **common)
     return FedDF(
-        public_x=fed.public.x, distill_steps=cfg.distill_steps, distill_lr=cfg.distill_lr,
-        distill_batch_size=cfg.distill_batch_size, temperature=cfg.distill_temperature,
-        device=device, **common,
+        public_x=fed.public.x,
+        distill_steps=cfg.distill_steps,
+        distill_lr=cfg.distill_lr,
+        distill_batch_size=cfg.distill_batch_size,
+        temperature=cfg.distill_temperature,
+        device=device,
+        **common,
     )
 
 
 def evaluate_models(
-    state: ServerState, strategy: FederatedStrategy, fed: Federation, device: torch.device
+    state: ServerState,
+    strategy: FederatedStrategy,
+    fed: Federation,
+    device: torch.device,
 ) -> dict[str, dict[str, float]]:
     """Every global model on the server's held-out test split."""
     out = {}
@@ -96,10 +112,24 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     fed = Federation(data_spec(cfg))  # loads data before round 1: a missing dataset fails here
     strategy = build_strategy(cfg, fed, device)
     run_dir = RunDirectory(cfg)
-    log(INFO, "bouquet: %s on %s (%s), models %s, %d rounds -> %s", cfg.method, cfg.dataset,
-        fed.source.note, cfg.models, cfg.num_server_rounds, run_dir.path)
-    log(INFO, "host %s, python %s, torch %s, device %s", platform.node(),
-        platform.python_version(), torch.__version__, device)
+    log(
+        INFO,
+        "bouquet: %s on %s (%s), models %s, %d rounds -> %s",
+        cfg.method,
+        cfg.dataset,
+        fed.source.note,
+        cfg.models,
+        cfg.num_server_rounds,
+        run_dir.path,
+    )
+    log(
+        INFO,
+        "host %s, python %s, torch %s, device %s",
+        platform.node(),
+        platform.python_version(),
+        torch.__version__,
+        device,
+    )
     log(INFO, "Strategy settings:")
     strategy.summary()
 
@@ -117,17 +147,20 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
             state, report = strategy.train_round(grid, state, server_round)
             t1 = time.time()
             per_arch = evaluate_models(state, strategy, fed, device)
-            row = {
+            accuracy = float(np.mean([m["accuracy"] for m in per_arch.values()]))
+            bytes_down = sum(b[0] for b in report.bytes.values())
+            bytes_up = sum(b[1] for b in report.bytes.values())
+            row: dict[str, Any] = {
                 "round": server_round,
-                "accuracy": float(np.mean([m["accuracy"] for m in per_arch.values()])),
+                "accuracy": accuracy,
                 "loss": float(np.mean([m["loss"] for m in per_arch.values()])),
                 "per-architecture": per_arch,
                 "train": report.metrics,
                 "num-sampled": report.num_sampled,
                 "num-ok": report.num_ok,
                 "dropped": {str(k): v for k, v in report.dropped.items()},
-                "bytes-down": sum(b[0] for b in report.bytes.values()),
-                "bytes-up": sum(b[1] for b in report.bytes.values()),
+                "bytes-down": bytes_down,
+                "bytes-up": bytes_up,
                 "bytes-per-node": {str(k): v for k, v in sorted(report.bytes.items())},
                 "seconds-round": round(t1 - t0, 3),
                 "seconds-evaluate": round(time.time() - t1, 3),
@@ -135,13 +168,23 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
             rows.append(row)
             run_dir.append_metrics(row)  # metrics first: a resume cuts rows past the checkpoint
             state.save(last)
-            if row["accuracy"] > best:
-                best = row["accuracy"]
+            if accuracy > best:
+                best = accuracy
                 state.save(run_dir.checkpoints / "best.npz")
-            log(INFO, "[round %d/%d] accuracy %.4f loss %.4f | %d/%d replies | down %.2f MB "
-                "up %.2f MB | %.1f s", server_round, cfg.num_server_rounds, row["accuracy"],
-                row["loss"], report.num_ok, report.num_sampled, row["bytes-down"] / 1e6,
-                row["bytes-up"] / 1e6, time.time() - t0)
+            log(
+                INFO,
+                "[round %d/%d] accuracy %.4f loss %.4f | %d/%d replies | down %.2f MB "
+                "up %.2f MB | %.1f s",
+                server_round,
+                cfg.num_server_rounds,
+                accuracy,
+                row["loss"],
+                report.num_ok,
+                report.num_sampled,
+                bytes_down / 1e6,
+                bytes_up / 1e6,
+                time.time() - t0,
+            )
         summary["status"] = "completed"
     except Exception as err:
         summary.update(status="failed", error=f"{type(err).__name__}: {err}")
@@ -172,7 +215,10 @@ def _summarise(
     models = {}
     for arch in sorted({i.architecture for i in strategy.nodes.values()}):
         m = strategy.model_fn(arch)
-        models[arch] = {"parameters": count_parameters(m), "macs": count_flops(m, fed.input_shape)}
+        models[arch] = {
+            "parameters": count_parameters(m),
+            "macs": count_flops(m, fed.input_shape),
+        }
     return {
         "run-dir": str(run_dir.path),
         "rounds-completed": final.get("round", 0),
@@ -194,16 +240,31 @@ def _summarise(
             "checkpoint-last": str(run_dir.checkpoints / "last.npz"),
             "checkpoint-best": str(run_dir.checkpoints / "best.npz"),
         },
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "flwr": flwr.__version__, "host": platform.node()},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "flwr": flwr.__version__,
+            "host": platform.node(),
+        },
     }
 
 
 def _log_run_summary(summary: dict[str, Any]) -> None:
-    log(INFO, "RUN SUMMARY: %s after %s/%s rounds in %.1f s", summary["status"],
-        summary["rounds-completed"], summary["num-server-rounds"], summary["seconds"])
+    log(
+        INFO,
+        "RUN SUMMARY: %s after %s/%s rounds in %.1f s",
+        summary["status"],
+        summary["rounds-completed"],
+        summary["num-server-rounds"],
+        summary["seconds"],
+    )
     if summary.get("final-accuracy") is not None:
-        log(INFO, "  final accuracy %.4f (best %.4f at round %s)", summary["final-accuracy"],
-            summary["best-accuracy"], summary["best-round"])
+        log(
+            INFO,
+            "  final accuracy %.4f (best %.4f at round %s)",
+            summary["final-accuracy"],
+            summary["best-accuracy"],
+            summary["best-round"],
+        )
     for name, path in summary["paths"].items():
         log(INFO, "  %-16s %s", name, path)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .state import Arrays
 
 
-def weighted_average(models: list[Arrays], weights: list[float]) -> Arrays:
+def weighted_average(models: list[Arrays], weights: Sequence[float]) -> Arrays:
     """Weighted mean of floating-point arrays.
 
     Integer arrays (BatchNorm's ``num_batches_tracked``) are counters, not parameters: the

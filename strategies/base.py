@@ -29,7 +29,7 @@ from .state import Arrays, ServerState
 from .validation import InvalidReply, check_no_error
 
 T = TypeVar("T")
-ConfigValue = int | float | str | bool | list[int] | list[str]
+ConfigValue = Any
 
 
 class FederationError(RuntimeError):
@@ -162,7 +162,12 @@ class FederatedStrategy(ABC):
                     f"only {len(node_ids)} nodes connected after {self.round_timeout:.0f} s; "
                     f"min-nodes={self.min_nodes}"
                 )
-            log(INFO, "Waiting for nodes: %d connected, %d needed", len(node_ids), self.min_nodes)
+            log(
+                INFO,
+                "Waiting for nodes: %d connected, %d needed",
+                len(node_ids),
+                self.min_nodes,
+            )
             time.sleep(1.0)
             node_ids = sorted(grid.get_node_ids())
         k = self.clients_per_round
@@ -180,8 +185,15 @@ class FederatedStrategy(ABC):
         ex = self.exchange(grid, payloads, QUERY_INFO, server_round, _parse_info)
         for node_id, info in ex.replies.items():
             self.nodes[node_id] = NodeInfo(node_id, *info)
-            log(INFO, "Node %d: partition %d, %s, %d examples, label counts %s", node_id,
-                info[0], info[1], info[2], list(info[3]))
+            log(
+                INFO,
+                "Node %d: partition %d, %s, %d examples, label counts %s",
+                node_id,
+                info[0],
+                info[1],
+                info[2],
+                list(info[3]),
+            )
         return ex
 
     # ----------------------------------------------------------------- messaging
@@ -205,8 +217,14 @@ class FederatedStrategy(ABC):
         messages = []
         for node_id, content in payloads.items():
             ex.bytes_down[node_id] = serialized_size(content)
-            messages.append(Message(content=content, dst_node_id=node_id,
-                                    message_type=message_type, group_id=str(server_round)))
+            messages.append(
+                Message(
+                    content=content,
+                    dst_node_id=node_id,
+                    message_type=message_type,
+                    group_id=str(server_round),
+                )
+            )
         replies = list(grid.send_and_receive(messages, timeout=self.round_timeout))
         for reply in replies:
             node_id = reply.metadata.src_node_id
@@ -220,13 +238,25 @@ class FederatedStrategy(ABC):
                 ex.replies[node_id] = parse(reply)
             except (InvalidReply, KeyError, TypeError, ValueError) as err:
                 ex.dropped[node_id] = f"{message_type}: {err}"
-                log(WARNING, "Round %d: dropped %s reply of node %d: %s",
-                    server_round, message_type, node_id, err)
+                log(
+                    WARNING,
+                    "Round %d: dropped %s reply of node %d: %s",
+                    server_round,
+                    message_type,
+                    node_id,
+                    err,
+                )
         for node_id in payloads:
             if node_id not in ex.replies and node_id not in ex.dropped:
                 ex.dropped[node_id] = f"{message_type}: no reply within {self.round_timeout:.0f} s"
-                log(WARNING, "Round %d: node %d did not reply to %s within %.0f s",
-                    server_round, node_id, message_type, self.round_timeout)
+                log(
+                    WARNING,
+                    "Round %d: node %d did not reply to %s within %.0f s",
+                    server_round,
+                    node_id,
+                    message_type,
+                    self.round_timeout,
+                )
         return ex
 
     def require_replies(self, ex: Exchange, server_round: int, phase: str) -> None:
@@ -254,4 +284,4 @@ def _parse_info(reply: Message) -> tuple[int, str, int, tuple[int, ...]]:
         raise InvalidReply(f"num-examples={num_examples!r} is not a non-negative integer")
     if not isinstance(counts, list) or any(not isinstance(c, int) or c < 0 for c in counts):
         raise InvalidReply("label-counts is not a list of non-negative integers")
-    return partition_id, arch, num_examples, tuple(counts)
+    return partition_id, arch, num_examples, tuple(int(c) for c in counts)

@@ -51,7 +51,12 @@ class FedAvg(FederatedStrategy):
         for arch, replies in groups.items():
             weights = [n for _, n, _ in replies]
             if sum(weights) == 0:
-                log(INFO, "Round %d: %s group reported no examples; kept", server_round, arch)
+                log(
+                    INFO,
+                    "Round %d: %s group reported no examples; kept",
+                    server_round,
+                    arch,
+                )
                 continue
             state.models[arch] = weighted_average([a for a, _, _ in replies], weights)
         self.after_aggregation(state, ex.replies, server_round, report)
@@ -76,15 +81,18 @@ class FedAvg(FederatedStrategy):
         expected: dict[int, Arrays] = {}
         for n in node_ids:
             expected[n] = state.models[self.nodes[n].architecture]
-            payloads[n] = RecordDict({ARRAYS_KEY: arrays_to_record(expected[n]), CONFIG_KEY: config})
+            payloads[n] = RecordDict(
+                {ARRAYS_KEY: arrays_to_record(expected[n]), CONFIG_KEY: config}
+            )
         return self.exchange(
-            grid, payloads, TRAIN, server_round,
+            grid,
+            payloads,
+            TRAIN,
+            server_round,
             lambda reply: check_train_reply(reply, expected[reply.metadata.src_node_id]),
         )
 
-    def group_by_architecture(
-        self, replies: dict[int, TrainReply]
-    ) -> dict[str, list[TrainReply]]:
+    def group_by_architecture(self, replies: dict[int, TrainReply]) -> dict[str, list[TrainReply]]:
         """Replies per architecture, ordered by partition id so sums are reproducible."""
         groups: dict[str, list[TrainReply]] = {}
         for node_id in sorted(replies, key=lambda n: self.nodes[n].partition_id):
@@ -97,5 +105,7 @@ class FedAvg(FederatedStrategy):
         if total == 0:
             return {}
         keys = set.intersection(*(set(m) for _, _, m in replies.values())) - {"num-examples"}
-        return {k: float(np.sum([m[k] * n for _, n, m in replies.values()]) / total)
-                for k in sorted(keys)}
+        return {
+            k: float(np.sum([m[k] * n for _, n, m in replies.values()]) / total)
+            for k in sorted(keys)
+        }

@@ -81,11 +81,17 @@ class FedDF(FedAvg):
                 gen=seeded_generator(self.seed, server_round, sum(map(ord, arch))),
                 device=self.device,
             )
-            state.models[arch] = {k: v.detach().cpu().numpy().copy()
-                                  for k, v in student.state_dict().items()}
+            state.models[arch] = {
+                k: v.detach().cpu().numpy().copy() for k, v in student.state_dict().items()
+            }
             report.metrics[f"distill-loss/{arch}"] = loss
-        log(INFO, "Round %d: distilled %s toward the ensemble of %d client models",
-            server_round, ", ".join(sorted(state.models)), len(replies))
+        log(
+            INFO,
+            "Round %d: distilled %s toward the ensemble of %d client models",
+            server_round,
+            ", ".join(sorted(state.models)),
+            len(replies),
+        )
 
     def ensemble_logits(self, replies: dict[int, TrainReply]) -> torch.Tensor:
         """Mean eval-mode logits of every received client model on the public split."""
@@ -104,5 +110,11 @@ class FedDF(FedAvg):
 
     def summary(self) -> None:
         super().summary()
-        log(INFO, "\t│   └── distillation: %d public images, %d steps, lr %g, T %g",
-            len(self.public_x), self.distill_steps, self.distill_lr, self.temperature)
+        log(
+            INFO,
+            "\t│   └── distillation: %d public images, %d steps, lr %g, T %g",
+            len(self.public_x),
+            self.distill_steps,
+            self.distill_lr,
+            self.temperature,
+        )

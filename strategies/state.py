@@ -36,17 +36,26 @@ class ServerState:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"{arch}/{name}": a for arch, ms in self.models.items() for name, a in ms.items()}
-        meta = {"round": self.round, "extra": self.extra,
-                "order": {arch: list(ms) for arch, ms in self.models.items()}}
+        meta = {
+            "round": self.round,
+            "extra": self.extra,
+            "order": {arch: list(ms) for arch, ms in self.models.items()},
+        }
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
-            np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+            np.savez(
+                f,
+                __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                **arrays,  # type: ignore[arg-type]
+            )
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: str | Path) -> ServerState:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(z["__meta__"].tobytes().decode())
-            models = {arch: {name: z[f"{arch}/{name}"] for name in names}
-                      for arch, names in meta["order"].items()}
+            models = {
+                arch: {name: z[f"{arch}/{name}"] for name in names}
+                for arch, names in meta["order"].items()
+            }
         return cls(round=int(meta["round"]), models=models, extra=meta["extra"])

@@ -31,7 +31,8 @@ def check_arrays(record: object, expected: Arrays) -> Arrays:
         arr = record[name].numpy()
         if arr.shape != ref.shape or arr.dtype != ref.dtype:
             raise InvalidReply(
-                f"array {name!r} is {arr.dtype}{list(arr.shape)}, expected {ref.dtype}{list(ref.shape)}"
+                f"array {name!r} is {arr.dtype}{list(arr.shape)}, "
+                f"expected {ref.dtype}{list(ref.shape)}"
             )
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
             raise InvalidReply(f"array {name!r} holds NaN or Inf")

@@ -33,13 +33,29 @@ def test_flwr_run_simulation_completes_and_writes_outputs(tmp_path):
             raise  # the test command provisions Fashion-MNIST; missing data is a CI failure
         pytest.skip(str(err))
     port = str(_free_port())
-    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr_home"),
-           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": port, "BOUQUET_OUTPUT_ROOT": str(tmp_path)}
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(tmp_path / "flwr_home"),
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": port,
+        "BOUQUET_OUTPUT_ROOT": str(tmp_path),
+    }
     run_config = 'train-subset=3000 num-server-rounds=2 local-steps=20 run-name="smoke"'
     done = subprocess.run(
-        [sys.executable, "scripts/simulate.py", "--num-supernodes", "3",
-         "--run-config", run_config, "--timeout", "600"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "scripts/simulate.py",
+            "--num-supernodes",
+            "3",
+            "--run-config",
+            run_config,
+            "--timeout",
+            "600",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "finished:completed" in done.stdout
@@ -53,14 +69,29 @@ def test_flwr_run_simulation_completes_and_writes_outputs(tmp_path):
 
 @pytest.mark.flwr_run
 def test_a_failing_run_is_reported_as_failed(tmp_path):
-    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr_home"),
-           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(_free_port()),
-           "BOUQUET_OUTPUT_ROOT": str(tmp_path)}
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(tmp_path / "flwr_home"),
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(_free_port()),
+        "BOUQUET_OUTPUT_ROOT": str(tmp_path),
+    }
     # cifar10 is online-only: the ServerApp raises before round 1, `flwr run` still exits 0.
     done = subprocess.run(
-        [sys.executable, "scripts/simulate.py", "--num-supernodes", "2",
-         "--run-config", 'dataset="cifar10"', "--timeout", "300"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "scripts/simulate.py",
+            "--num-supernodes",
+            "2",
+            "--run-config",
+            'dataset="cifar10"',
+            "--timeout",
+            "300",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 1, done.stdout[-3000:]
     assert "finished:failed" in done.stdout

@@ -47,13 +47,23 @@ def test_bad_partition_files_are_named(tmp_path):
     with pytest.raises(DatasetFileError, match="not a readable"):
         read_partition_file(junk, **kw)
     wrong = tmp_path / "wrong.npz"
-    np.savez(wrong, x=np.zeros((2, 1, 8, 8), np.uint8), y=np.zeros(2, np.int64),
-             dataset="digits", **{"num-classes": 10})
+    np.savez(
+        wrong,
+        x=np.zeros((2, 1, 8, 8), np.uint8),
+        y=np.zeros(2, np.int64),
+        dataset="digits",
+        **{"num-classes": 10},
+    )
     with pytest.raises(DatasetFileError, match="shape"):
         read_partition_file(wrong, **kw)
     labels = tmp_path / "labels.npz"
-    np.savez(labels, x=np.zeros((2, 1, 28, 28), np.uint8), y=np.array([0, 12]),
-             dataset="digits", **{"num-classes": 10})
+    np.savez(
+        labels,
+        x=np.zeros((2, 1, 28, 28), np.uint8),
+        y=np.array([0, 12]),
+        dataset="digits",
+        **{"num-classes": 10},
+    )
     with pytest.raises(DatasetFileError, match="labels"):
         read_partition_file(labels, **kw)
     with pytest.raises(DatasetFileError, match="the run uses 'fmnist'"):

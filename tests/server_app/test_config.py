@@ -1,7 +1,7 @@
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from server_app.config import DEFAULTS, ConfigError, load_config
 
@@ -9,7 +9,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_match_pyproject():
-    app_config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    app_config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"][
+        "config"
+    ]
     assert app_config == DEFAULTS
 
 
@@ -21,8 +23,14 @@ def test_defaults_resolve():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"method": "fedsgd"}, r"method='fedsgd' is not allowed; choose one of: fedavg, fedprox, feddf"),
-        ({"dataset": "imagenet"}, r"dataset='imagenet' is not allowed; choose one of: fmnist"),
+        (
+            {"method": "fedsgd"},
+            r"method='fedsgd' is not allowed; choose one of: fedavg, fedprox, feddf",
+        ),
+        (
+            {"dataset": "imagenet"},
+            r"dataset='imagenet' is not allowed; choose one of: fmnist",
+        ),
         ({"models": "cnn-small,vgg"}, r"architecture 'vgg' is unknown; allowed: mlp"),
         ({"alpha": 0.0}, r"alpha=0.0 is out of range; allowed: \(0, inf\]"),
         ({"momentum": 1.5}, r"momentum=1.5 is out of range"),

@@ -23,20 +23,46 @@ def _reply(arrays, metrics):
 
 def test_valid_reply_passes():
     arrays = {"w": np.ones((2, 3), np.float32), "n": np.array(3, np.int64)}
-    out, n, metrics = check_train_reply(_reply(arrays_to_record(arrays), {"num-examples": 4}), EXPECTED)
+    out, n, metrics = check_train_reply(
+        _reply(arrays_to_record(arrays), {"num-examples": 4}), EXPECTED
+    )
     assert n == 4 and np.array_equal(out["w"], arrays["w"]) and metrics["num-examples"] == 4
 
 
 @pytest.mark.parametrize(
     ("arrays", "metrics", "reason"),
     [
-        ({"w": np.full((2, 3), np.nan, np.float32), "n": np.array(1)}, {"num-examples": 4}, "NaN"),
-        ({"w": np.ones((3, 2), np.float32), "n": np.array(1)}, {"num-examples": 4}, "expected"),
-        ({"w": np.ones((2, 3), np.float64), "n": np.array(1)}, {"num-examples": 4}, "float64"),
+        (
+            {"w": np.full((2, 3), np.nan, np.float32), "n": np.array(1)},
+            {"num-examples": 4},
+            "NaN",
+        ),
+        (
+            {"w": np.ones((3, 2), np.float32), "n": np.array(1)},
+            {"num-examples": 4},
+            "expected",
+        ),
+        (
+            {"w": np.ones((2, 3), np.float64), "n": np.array(1)},
+            {"num-examples": 4},
+            "float64",
+        ),
         ({"w": np.ones((2, 3), np.float32)}, {"num-examples": 4}, "keys differ"),
-        ({"w": np.ones((2, 3), np.float32), "n": np.array(1)}, {"num-examples": -2}, "num-examples"),
-        ({"w": np.ones((2, 3), np.float32), "n": np.array(1)}, {"num-examples": 1.5}, "num-examples"),
-        ({"w": np.ones((2, 3), np.float32), "n": np.array(1)}, {"num-examples": 3, "loss": float("inf")}, "metrics"),
+        (
+            {"w": np.ones((2, 3), np.float32), "n": np.array(1)},
+            {"num-examples": -2},
+            "num-examples",
+        ),
+        (
+            {"w": np.ones((2, 3), np.float32), "n": np.array(1)},
+            {"num-examples": 1.5},
+            "num-examples",
+        ),
+        (
+            {"w": np.ones((2, 3), np.float32), "n": np.array(1)},
+            {"num-examples": 3, "loss": float("inf")},
+            "metrics",
+        ),
     ],
 )
 def test_bad_replies_are_rejected_with_a_reason(arrays, metrics, reason):

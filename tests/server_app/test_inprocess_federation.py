@@ -15,8 +15,14 @@ from server_app.runner import run_experiment
 from strategies.base import FederationError
 from strategies.protocol import arrays_to_record
 
-FAST = {"dataset": "digits", "num-partitions": 3, "num-server-rounds": 2, "local-steps": 15,
-        "distill-steps": 30, "alpha": 1.0}
+FAST = {
+    "dataset": "digits",
+    "num-partitions": 3,
+    "num-server-rounds": 2,
+    "local-steps": 15,
+    "distill-steps": 30,
+    "alpha": 1.0,
+}
 
 
 def run(tmp_path, overrides=None, hook=None, node_configs=None):
@@ -54,11 +60,15 @@ def test_methods_run_end_to_end_and_learn(tmp_path, method, models):
 
 def _poison(partition, round_, how):
     """A reply hook that corrupts one node's train reply in one round."""
+
     def hook(msg: Message, reply: Message):
         cfg = msg.content.get("config")
         if msg.metadata.message_type != "train" or cfg is None:
             return reply
-        if int(cfg["server-round"]) != round_ or reply.content["metrics"]["partition-id"] != partition:
+        if (
+            int(cfg["server-round"]) != round_
+            or reply.content["metrics"]["partition-id"] != partition
+        ):
             return reply
         if how == "lose":
             return None
@@ -67,9 +77,11 @@ def _poison(partition, round_, how):
         arrays[first][...] = np.nan if how == "nan" else 0
         if how == "shape":
             arrays[first] = arrays[first].reshape(-1)
-        content = RecordDict({"arrays": arrays_to_record(arrays),
-                              "metrics": reply.content["metrics"]})
+        content = RecordDict(
+            {"arrays": arrays_to_record(arrays), "metrics": reply.content["metrics"]}
+        )
         return Message(content, reply_to=msg)
+
     return hook
 
 
