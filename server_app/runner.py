@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 import time
+from dataclasses import fields
 from logging import ERROR, INFO
 from typing import Any
 
@@ -32,20 +33,8 @@ from .plots import plot_label_distribution, plot_rounds
 
 
 def data_spec(cfg: ExperimentConfig) -> DataSpec:
-    return DataSpec(
-        dataset=cfg.dataset,
-        partitioner=cfg.partitioner,
-        num_partitions=cfg.num_partitions,
-        alpha=cfg.alpha,
-        classes_per_client=cfg.classes_per_client,
-        shards_per_client=cfg.shards_per_client,
-        min_partition_size=cfg.min_partition_size,
-        train_subset=cfg.train_subset,
-        public_fraction=cfg.public_fraction,
-        seed=cfg.seed,
-        data_dir=cfg.data_dir,
-        download=cfg.download,
-    )
+    """The data part of the run config (DataSpec's fields share the config's names)."""
+    return DataSpec(**{f.name: getattr(cfg, f.name) for f in fields(DataSpec)})
 
 
 def node_config(cfg: ExperimentConfig, fed: Federation) -> dict[str, Any]:
