@@ -1,6 +1,6 @@
 """Parameters and multiply-accumulates per image of every zoo architecture (README table).
 
-    python benchmarks/model_costs.py
+python benchmarks/model_costs.py
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from models.zoo import ARCHITECTURES, build_model, count_flops, count_parameters
 
 
 def main() -> None:
-    print("| architecture | params (1x28x28) | MACs (1x28x28) | params (3x32x32) | MACs (3x32x32) |")
+    columns = ["architecture", "params (1x28x28)", "MACs (1x28x28)"]
+    columns += ["params (3x32x32)", "MACs (3x32x32)"]
+    print("| " + " | ".join(columns) + " |")
     print("|---|---|---|---|---|")
     for name in ARCHITECTURES:
         cells = []
