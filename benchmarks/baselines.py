@@ -60,7 +60,7 @@ def run_cell(method: str, alpha: float, models: str, seed: int, args) -> dict:  
         "seed": seed,
         "final-accuracy": s["final-accuracy"],
         "best-accuracy": s["best-accuracy"],
-        "per-architecture": s["final-per-architecture"],
+        "per-model": s["final-per-model"],
         "bytes-per-round": (s["total-bytes-down"] + s["total-bytes-up"]) / args.rounds,
         "seconds": round(time.time() - t0, 1),
     }

@@ -60,6 +60,24 @@ def evaluate(msg: Message, context: Context) -> Message:
     return Message(RecordDict({METRICS_KEY: MetricRecord(dict(metrics))}), reply_to=msg)
 
 
+@app.query("seed")
+def query_seed(msg: Message, context: Context) -> Message:
+    """FedH2L: donate labelled examples of every class held, for the shared seed set."""
+    from .h2l import SEED_SET_KEY, donate_seed_set
+
+    record = donate_seed_set(dict(msg.content[CONFIG_KEY]), dict(context.node_config))
+    return Message(RecordDict({SEED_SET_KEY: record}), reply_to=msg)
+
+
+@app.train("h2l")
+def train_h2l(msg: Message, context: Context) -> Message:
+    """FedH2L: train the node's private model by mutual distillation; reply posteriors."""
+    from .h2l import train_h2l as run_round
+
+    reply = run_round(msg.content, dict(context.node_config), context.state)
+    return Message(reply, reply_to=msg)
+
+
 def _arrays(msg: Message) -> ArrayRecord:
     record = msg.content[ARRAYS_KEY]
     if not isinstance(record, ArrayRecord):

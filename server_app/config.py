@@ -15,8 +15,10 @@ import yaml
 from federated_data.partition import PARTITIONERS
 from federated_data.sources import SOURCES
 from models.assignment import parse_assignment
+from strategies.fedh2l import ALIGNMENTS, POSTERIOR_DTYPES, RELAYS
+from strategies.topology import TOPOLOGIES
 
-METHODS = ("fedavg", "fedprox", "feddf")
+METHODS = ("fedavg", "fedprox", "feddf", "fedh2l")
 APP_DIR = Path(__file__).resolve().parent.parent
 
 DEFAULTS: dict[str, Any] = {
@@ -47,6 +49,14 @@ DEFAULTS: dict[str, Any] = {
     "distill-lr": 0.001,
     "distill-batch-size": 64,
     "distill-temperature": 1.0,
+    "seed-per-class": 10,
+    "h2l-lambda": 1.0,
+    "h2l-temperature": 1.0,
+    "topology": "complete",
+    "topology-degree": 2,
+    "relay": "loo-mean",
+    "posterior-dtype": "float32",
+    "align": "none",
     "seed": 0,
     "output-dir": "outputs",
     "run-name": "",
@@ -55,7 +65,15 @@ DEFAULTS: dict[str, Any] = {
     "download": False,
 }
 
-CHOICES = {"method": METHODS, "dataset": SOURCES, "partitioner": PARTITIONERS}
+CHOICES = {
+    "method": METHODS,
+    "dataset": SOURCES,
+    "partitioner": PARTITIONERS,
+    "topology": TOPOLOGIES,
+    "relay": RELAYS,
+    "posterior-dtype": POSTERIOR_DTYPES,
+    "align": ALIGNMENTS,
+}
 # key: (lowest, highest, inclusive low) -- None means unbounded
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "alpha": (0.0, None, False),
@@ -80,6 +98,10 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "distill-lr": (0.0, None, False),
     "distill-batch-size": (2, None, True),
     "distill-temperature": (0.0, None, False),
+    "seed-per-class": (0, None, True),
+    "h2l-lambda": (0.0, None, True),
+    "h2l-temperature": (0.0, None, False),
+    "topology-degree": (2, None, True),
 }
 
 
@@ -118,6 +140,14 @@ class ExperimentConfig:
     distill_lr: float
     distill_batch_size: int
     distill_temperature: float
+    seed_per_class: int
+    h2l_lambda: float
+    h2l_temperature: float
+    topology: str
+    topology_degree: int
+    relay: str
+    posterior_dtype: str
+    align: str
     seed: int
     output_dir: str
     run_name: str
@@ -224,6 +254,12 @@ def validate(values: dict[str, Any]) -> ExperimentConfig:
             "method='feddf' distils on an unlabelled public split: set "
             "public-fraction in (0, 0.9], e.g. 0.1"
         )
+    if out["method"] == "fedh2l" and out["seed-per-class"] == 0 and out["h2l-lambda"] > 0:
+        raise ConfigError(
+            "seed-per-class=0 (no seed set) requires h2l-lambda=0: there is nothing to distil on"
+        )
+    if out["topology-degree"] % 2:
+        raise ConfigError(f"topology-degree={out['topology-degree']} must be even")
     if out["clients-per-round"] and out["clients-per-round"] < out["min-nodes"]:
         raise ConfigError(
             f"clients-per-round={out['clients-per-round']} is below min-nodes={out['min-nodes']}"

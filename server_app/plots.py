@@ -26,9 +26,9 @@ def plot_rounds(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     paths = []
     for key, label in (("accuracy", "test accuracy"), ("loss", "test loss")):
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(rounds, [r[key] for r in rows], marker="o", label="mean over architectures")
-        for arch in sorted(rows[-1].get("per-architecture", {})):
-            series = [r["per-architecture"].get(arch, {}).get(key, np.nan) for r in rows]
+        ax.plot(rounds, [r[key] for r in rows], marker="o", label="mean over models")
+        for arch in sorted(rows[-1].get("per-model", {})):
+            series = [r["per-model"].get(arch, {}).get(key, np.nan) for r in rows]
             ax.plot(rounds, series, linestyle="--", alpha=0.7, label=arch)
         ax.set(xlabel="round", ylabel=label, title=f"{label} per round")
         ax.grid(alpha=0.3)

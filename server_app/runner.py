@@ -19,11 +19,11 @@ from flwr.supercore import log
 
 from federated_data import DataSpec, Federation
 from models.device import resolve_device
-from models.training import evaluate_classifier
 from models.zoo import build_model, count_flops, count_parameters
 from strategies.base import FederatedStrategy
 from strategies.fedavg import FedAvg
 from strategies.feddf import FedDF
+from strategies.fedh2l import FedH2L
 from strategies.fedprox import FedProx
 from strategies.state import ServerState
 
@@ -50,6 +50,9 @@ def node_config(cfg: ExperimentConfig, fed: Federation) -> dict[str, Any]:
         "lr": cfg.lr,
         "momentum": cfg.momentum,
         "weight-decay": cfg.weight_decay,
+        "h2l-lambda": cfg.h2l_lambda,
+        "h2l-temperature": cfg.h2l_temperature,
+        "align": cfg.align,
     }
 
 
@@ -68,6 +71,16 @@ def build_strategy(
         return FedAvg(**common)
     if cfg.method == "fedprox":
         return FedProx(proximal_mu=cfg.proximal_mu, **common)
+    if cfg.method == "fedh2l":
+        return FedH2L(
+            num_classes=fed.num_classes,
+            seed_per_class=cfg.seed_per_class,
+            topology=cfg.topology,
+            degree=cfg.topology_degree,
+            relay=cfg.relay,
+            posterior_dtype=cfg.posterior_dtype,
+            **common,
+        )
     return FedDF(
         public_x=fed.public.x,
         distill_steps=cfg.distill_steps,
@@ -77,21 +90,6 @@ def build_strategy(
         device=device,
         **common,
     )
-
-
-def evaluate_models(
-    state: ServerState,
-    strategy: FederatedStrategy,
-    fed: Federation,
-    device: torch.device,
-) -> dict[str, dict[str, float]]:
-    """Every global model on the server's held-out test split."""
-    out = {}
-    for arch, arrays in sorted(state.models.items()):
-        model = strategy.model_fn(arch)
-        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
-        out[arch] = evaluate_classifier(model, fed.test.x, fed.test.y, device)
-    return out
 
 
 def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
@@ -135,7 +133,7 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
             t0 = time.time()
             state, report = strategy.train_round(grid, state, server_round)
             t1 = time.time()
-            per_arch = evaluate_models(state, strategy, fed, device)
+            per_arch = strategy.evaluate(state, fed.test, device)
             accuracy = float(np.mean([m["accuracy"] for m in per_arch.values()]))
             bytes_down = sum(b[0] for b in report.bytes.values())
             bytes_up = sum(b[1] for b in report.bytes.values())
@@ -143,7 +141,7 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
                 "round": server_round,
                 "accuracy": accuracy,
                 "loss": float(np.mean([m["loss"] for m in per_arch.values()])),
-                "per-architecture": per_arch,
+                "per-model": per_arch,
                 "train": report.metrics,
                 "num-sampled": report.num_sampled,
                 "num-ok": report.num_ok,
@@ -214,7 +212,7 @@ def _summarise(
         "num-server-rounds": cfg.num_server_rounds,
         "final-accuracy": final.get("accuracy"),
         "final-loss": final.get("loss"),
-        "final-per-architecture": final.get("per-architecture"),
+        "final-per-model": final.get("per-model"),
         "best-accuracy": best.get("accuracy"),
         "best-round": best.get("round"),
         "total-bytes-down": sum(r["bytes-down"] for r in rows),

@@ -21,7 +21,8 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 from torch import nn
 
-from models.training import seeded_generator
+from federated_data import ArrayDataset
+from models.training import evaluate_classifier, seeded_generator
 from models.zoo import ARCHITECTURES
 
 from .protocol import CONFIG_KEY, INFO_KEY, QUERY_INFO, serialized_size
@@ -131,6 +132,20 @@ class FederatedStrategy(ABC):
         per_round = self.clients_per_round or "all"
         log(INFO, "\t│   ├── clients per round: %s", per_round)
         log(INFO, "\t│   └── round timeout: %.0f s", self.round_timeout)
+
+    # ----------------------------------------------------------------- evaluation
+
+    def evaluate(
+        self, state: ServerState, test: ArrayDataset, device: torch.device
+    ) -> dict[str, dict[str, float]]:
+        """Test metrics per model: here every global model (one per architecture) on the
+        server's held-out split. Strategies whose models stay on the clients override this."""
+        out = {}
+        for arch, arrays in sorted(state.models.items()):
+            model = self.model_fn(arch)
+            model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+            out[arch] = evaluate_classifier(model, test.x, test.y, device)
+        return out
 
     # ----------------------------------------------------------------- models
 

@@ -23,23 +23,28 @@ class ServerState:
         Last completed round (0 before the first).
     models : dict[str, Arrays]
         One global model per architecture, as named arrays (a PyTorch state dict).
+    data : Arrays
+        Method-specific arrays (FedH2L: the seed set and the last posteriors).
     extra : dict[str, Any]
         JSON-serialisable, method-specific state.
     """
 
     round: int = 0
     models: dict[str, Arrays] = field(default_factory=dict)
+    data: Arrays = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {f"{arch}/{name}": a for arch, ms in self.models.items() for name, a in ms.items()}
+        arrays = {f"model/{arch}/{k}": a for arch, ms in self.models.items() for k, a in ms.items()}
+        arrays.update({f"data/{k}": a for k, a in self.data.items()})
         meta = {
             "round": self.round,
             "extra": self.extra,
-            "order": {arch: list(ms) for arch, ms in self.models.items()},
+            "models": {arch: list(ms) for arch, ms in self.models.items()},
+            "data": list(self.data),
         }
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
@@ -55,7 +60,8 @@ class ServerState:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(z["__meta__"].tobytes().decode())
             models = {
-                arch: {name: z[f"{arch}/{name}"] for name in names}
-                for arch, names in meta["order"].items()
+                arch: {k: z[f"model/{arch}/{k}"] for k in names}
+                for arch, names in meta["models"].items()
             }
-        return cls(round=int(meta["round"]), models=models, extra=meta["extra"])
+            data = {k: z[f"data/{k}"] for k in meta["data"]}
+        return cls(round=int(meta["round"]), models=models, data=data, extra=meta["extra"])

@@ -45,7 +45,7 @@ def test_methods_run_end_to_end_and_learn(tmp_path, method, models):
     assert s["status"] == "completed" and s["rounds-completed"] == 2
     assert s["final-accuracy"] > 0.5  # chance is 0.1
     expected_arches = {"cnn-small"} if models == "cnn-small" else {"cnn-small", "mlp", "cnn-large"}
-    assert set(s["final-per-architecture"]) == expected_arches
+    assert set(s["final-per-model"]) == expected_arches
     r = rows(s)
     assert [x["round"] for x in r] == [1, 2]
     assert set(r[0]["bytes-per-node"]) == {"0", "1", "2"}
@@ -127,7 +127,7 @@ def test_resume_gives_the_same_final_metrics_as_an_uninterrupted_run(tmp_path):
     resumed = run(tmp_path / "b", {**overrides, "resume": True})
     assert resumed["rounds-completed"] == 3
     assert resumed["final-accuracy"] == straight["final-accuracy"]
-    assert resumed["final-per-architecture"] == straight["final-per-architecture"]
+    assert resumed["final-per-model"] == straight["final-per-model"]
     assert [x["round"] for x in rows(resumed)] == [1, 2, 3]
 
 

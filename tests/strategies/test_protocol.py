@@ -92,8 +92,11 @@ def test_array_record_round_trip_keeps_order_and_dtype():
 
 
 def test_server_state_round_trip(tmp_path):
-    state = ServerState(round=3, models={"mlp": dict(EXPECTED)}, extra={"k": [1, 2]})
+    state = ServerState(
+        round=3, models={"mlp": dict(EXPECTED)}, data={"s/x": np.ones(2)}, extra={"k": [1, 2]}
+    )
     state.save(tmp_path / "c.npz")
     back = ServerState.load(tmp_path / "c.npz")
     assert back.round == 3 and back.extra == {"k": [1, 2]}
+    assert np.array_equal(back.data["s/x"], np.ones(2))
     assert list(back.models["mlp"]) == ["w", "n"] and back.models["mlp"]["n"].dtype == np.int64

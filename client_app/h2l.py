@@ -1,0 +1,244 @@
+"""FedH2L client: a private model of the node's own architecture, trained by mutual distillation
+through posteriors on a shared seed set.
+
+The model and the seed set live in ``context.state`` (they survive between messages of a run,
+in simulation and deployment alike); only posterior matrices leave the node. Reconstructed from
+the abstract on Deep Mutual Learning; see ``strategies/fedh2l.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, MetricRecord, RecordDict
+from torch import nn
+from torch.func import functional_call
+
+from federated_data import ArrayDataset
+from federated_data.sources import load_source
+from models.device import resolve_device
+from models.training import (
+    TrainConfig,
+    batch_indices,
+    evaluate_classifier,
+    images_to_tensor,
+    predict_logits,
+    seeded_generator,
+)
+from models.zoo import build_model
+from strategies.protocol import arrays_to_record
+
+from .node import NodeSetup, load_node
+
+SEED_SET_KEY = "seed-set"
+PEERS_KEY = "peers"
+POSTERIORS_KEY = "posteriors"
+MODEL_STATE_KEY = "h2l-model"
+SEED_STATE_KEY = "h2l-seed-set"
+LOCAL_TEST_FRACTION = 0.1
+
+
+def donate_seed_set(config: dict[str, Any], node_config: dict[str, Any]) -> ArrayRecord:
+    """Up to ``seed-per-class`` labelled examples of every class this node holds."""
+    node = load_node(config, node_config)
+    per_class = int(config["seed-per-class"])
+    rng = np.random.default_rng([int(config["data.seed"]), node.partition_id, 0x5EED])
+    picked = []
+    for c in np.unique(node.data.y):
+        members = np.flatnonzero(node.data.y == c)
+        picked.append(
+            np.sort(rng.choice(members, size=min(per_class, len(members)), replace=False))
+        )
+    idx = np.concatenate(picked) if picked else np.empty(0, dtype=np.int64)
+    return arrays_to_record({"x": node.data.x[idx], "y": node.data.y[idx]})
+
+
+def peer_kl(
+    logits: torch.Tensor, peer_probs: list[torch.Tensor], temperature: float
+) -> torch.Tensor:
+    """Mean over peers of KL(P_j || softmax(logits / T)), batch-averaged."""
+    log_p = torch.log_softmax(logits / temperature, dim=1)
+    kls = [nn.functional.kl_div(log_p, q, reduction="batchmean") for q in peer_probs]
+    return torch.stack(kls).mean()
+
+
+def h2l_objective(
+    model: nn.Module,
+    params: dict[str, torch.Tensor] | None,
+    seed_x: torch.Tensor | None,
+    seed_y: torch.Tensor | None,
+    peer_probs: list[torch.Tensor],
+    lam: float,
+    temperature: float,
+) -> torch.Tensor:
+    """CE on a seed batch + lam * T^2 * peer KL on it (the seed-set part of the loss)."""
+    if seed_x is None or seed_y is None:
+        return torch.zeros(())
+    logits = model(seed_x) if params is None else functional_call(model, params, (seed_x,))
+    loss = nn.functional.cross_entropy(logits, seed_y)
+    if peer_probs and lam > 0:
+        loss = loss + lam * temperature**2 * peer_kl(logits, peer_probs, temperature)
+    return loss
+
+
+def train_h2l(content: RecordDict, node_config: dict[str, Any], state: RecordDict) -> RecordDict:
+    """One FedH2L round on this node; returns posteriors on the seed set and metrics."""
+    config: dict[str, Any] = dict(content["config"])  # type: ignore[arg-type]
+    node = load_node(config, node_config)
+    device = resolve_device(node.device)
+    train, local_test = _local_split(node, int(config["data.seed"]))
+    model = _restore_model(node, state, int(config["data.seed"]))
+    seed = _seed_set(content, state, int(config["seed-per-class"]))
+    peers = _peer_matrices(content)
+    cfg = TrainConfig(
+        epochs=int(config["local-epochs"]),
+        steps=int(config["local-steps"]),
+        batch_size=int(config["batch-size"]),
+        lr=float(config["lr"]),
+        momentum=float(config["momentum"]),
+        weight_decay=float(config["weight-decay"]),
+    )
+    gen = seeded_generator(int(config["data.seed"]), int(config["server-round"]), node.partition_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        loss = _train(model, train, seed, peers, cfg, config, gen, device)
+    state[MODEL_STATE_KEY] = ArrayRecord(
+        {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    )
+
+    spec_source = load_source(
+        str(config["data.dataset"]), str(config["data.data-dir"]), bool(config["data.download"])
+    )
+    test = evaluate_classifier(model, spec_source.x_test, spec_source.y_test, device)
+    local = evaluate_classifier(model, local_test.x, local_test.y, device)
+    metrics = {
+        "num-examples": len(train),
+        "partition-id": node.partition_id,
+        "train-loss": loss,
+        "test-accuracy": test["accuracy"],
+        "test-loss": test["loss"],
+        "local-accuracy": local["accuracy"],
+    }
+    reply = RecordDict({"metrics": MetricRecord(dict(metrics))})
+    if seed is not None:
+        temperature = float(config["h2l-temperature"])
+        logits = predict_logits(model, seed.x, device)
+        probs = torch.softmax(logits / temperature, dim=1).numpy()
+        reply[POSTERIORS_KEY] = arrays_to_record({"p": probs.astype(str(config["posterior-dtype"]))})
+    return reply
+
+
+def _local_split(node: NodeSetup, seed: int) -> tuple[ArrayDataset, ArrayDataset]:
+    """90/10 split of the node's data: the 10% scores the model on its own distribution."""
+    rng = np.random.default_rng([seed, node.partition_id, 0x7E57])
+    perm = rng.permutation(len(node.data))
+    n_test = round(LOCAL_TEST_FRACTION * len(perm))
+    te, tr = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    return (
+        ArrayDataset(node.data.x[tr], node.data.y[tr]),
+        ArrayDataset(node.data.x[te], node.data.y[te]),
+    )
+
+
+def _restore_model(node: NodeSetup, state: RecordDict, seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(
+            int(np.random.SeedSequence([seed, node.partition_id]).generate_state(1)[0])
+        )
+        model = build_model(node.architecture, node.input_shape, node.num_classes)
+    if MODEL_STATE_KEY in state:
+        record = state[MODEL_STATE_KEY]
+        assert isinstance(record, ArrayRecord)
+        model.load_state_dict(record.to_torch_state_dict())
+    return model
+
+
+def _seed_set(content: RecordDict, state: RecordDict, per_class: int) -> ArrayDataset | None:
+    if per_class == 0:
+        return None
+    if SEED_SET_KEY in content:
+        state[SEED_STATE_KEY] = content[SEED_SET_KEY]
+    if SEED_STATE_KEY not in state:
+        raise ValueError("seed set missing on this node (restarted?); the server re-sends it")
+    record = state[SEED_STATE_KEY]
+    assert isinstance(record, ArrayRecord)
+    return ArrayDataset(record["x"].numpy(), record["y"].numpy().astype(np.int64))
+
+
+def _peer_matrices(content: RecordDict) -> list[np.ndarray]:
+    if PEERS_KEY not in content:
+        return []
+    record = content[PEERS_KEY]
+    assert isinstance(record, ArrayRecord)
+    return [record[k].numpy().astype(np.float32) for k in record]
+
+
+def _train(
+    model: nn.Module,
+    train: ArrayDataset,
+    seed: ArrayDataset | None,
+    peers: list[np.ndarray],
+    cfg: TrainConfig,
+    config: dict[str, Any],
+    gen: torch.Generator,
+    device: torch.device,
+) -> float:
+    """CE(local) + CE(seed) + lam T^2 KL(peers || self) on seed inputs, SGD with momentum.
+
+    ``align=mldg``: first-order MLDG -- the seed objective is evaluated at the weights after a
+    virtual SGD step on the local batch, and both gradients are summed (a reconstruction).
+    """
+    model.to(device).train()
+    if len(train) == 0:
+        return 0.0
+    lam, temperature = float(config["h2l-lambda"]), float(config["h2l-temperature"])
+    align = str(config["align"])
+    opt = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    xs, ys = images_to_tensor(train.x), torch.from_numpy(train.y)
+    sx = images_to_tensor(seed.x) if seed is not None else None
+    sy = torch.from_numpy(seed.y) if seed is not None else None
+    peer_t = [torch.from_numpy(p) for p in peers]
+    seed_batches = (
+        batch_indices(len(seed), cfg.batch_size, 10**9, gen) if seed is not None else None
+    )
+    losses = []
+    for idx in batch_indices(len(train), cfg.batch_size, cfg.num_steps(len(train)), gen):
+        if len(idx) < 2:
+            continue
+        local_loss = nn.functional.cross_entropy(model(xs[idx].to(device)), ys[idx].to(device))
+        s_idx = next(seed_batches) if seed_batches is not None else None
+        s_x = sx[s_idx].to(device) if sx is not None and s_idx is not None else None
+        s_y = sy[s_idx].to(device) if sy is not None and s_idx is not None else None
+        peer_batch = [p[s_idx].to(device) for p in peer_t] if s_idx is not None else []
+        opt.zero_grad(set_to_none=True)
+        if align == "mldg" and s_x is not None:
+            params = dict(model.named_parameters())
+            g_local = torch.autograd.grad(local_loss, list(params.values()))
+            stepped = {
+                k: (p - cfg.lr * g).detach().requires_grad_()
+                for (k, p), g in zip(params.items(), g_local, strict=True)
+            }
+            seed_loss = h2l_objective(
+                model,
+                {**stepped, **dict(model.named_buffers())},
+                s_x,
+                s_y,
+                peer_batch,
+                lam,
+                temperature,
+            )
+            g_seed = torch.autograd.grad(seed_loss, list(stepped.values()))
+            for p, a, b in zip(params.values(), g_local, g_seed, strict=True):
+                p.grad = a + b
+            total = local_loss.detach() + seed_loss.detach()
+        else:
+            seed_loss = h2l_objective(model, None, s_x, s_y, peer_batch, lam, temperature)
+            total = local_loss + seed_loss
+            total.backward()
+        opt.step()
+        losses.append(float(total.detach()))
+    return float(np.mean(losses)) if losses else 0.0
