@@ -126,7 +126,8 @@ def train_h2l(content: RecordDict, node_config: dict[str, Any], state: RecordDic
         temperature = float(config["h2l-temperature"])
         logits = predict_logits(model, seed.x, device)
         probs = torch.softmax(logits / temperature, dim=1).numpy()
-        reply[POSTERIORS_KEY] = arrays_to_record({"p": probs.astype(str(config["posterior-dtype"]))})
+        dtype = str(config["posterior-dtype"])
+        reply[POSTERIORS_KEY] = arrays_to_record({"p": probs.astype(dtype)})
     return reply
 
 

@@ -4,37 +4,13 @@ import json
 
 import numpy as np
 import pytest
+from federate import rows, run
 from flwr.app import Message, RecordDict
 
-from client_app.app import app as client_app
 from federated_data import DataSpec
 from federated_data.disk import write_partitions
-from server_app.config import DEFAULTS, load_config
-from server_app.local_grid import InProcessGrid
-from server_app.runner import run_experiment
 from strategies.base import FederationError
 from strategies.protocol import arrays_to_record
-
-FAST = {
-    "dataset": "digits",
-    "num-partitions": 3,
-    "num-server-rounds": 2,
-    "local-steps": 15,
-    "distill-steps": 30,
-    "alpha": 1.0,
-}
-
-
-def run(tmp_path, overrides=None, hook=None, node_configs=None):
-    cfg = load_config({**DEFAULTS, **FAST, "output-dir": str(tmp_path), **(overrides or {})})
-    n = cfg.num_partitions
-    nodes = node_configs or [{"partition-id": i, "num-partitions": n} for i in range(n)]
-    return run_experiment(InProcessGrid(client_app, nodes, reply_hook=hook), cfg)
-
-
-def rows(summary):
-    with open(summary["paths"]["metrics"]) as f:
-        return [json.loads(line) for line in f]
 
 
 @pytest.mark.parametrize("method", ["fedavg", "fedprox", "feddf"])

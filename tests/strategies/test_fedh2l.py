@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord
+
+from client_app.h2l import peer_kl
+from strategies.fedh2l import check_posteriors
+from strategies.protocol import arrays_to_record
+from strategies.topology import leave_one_out_means, neighbours
+from strategies.validation import InvalidReply
+
+
+def test_loo_mean_and_full_relay_give_the_same_gradient():
+    torch.manual_seed(0)
+    peers = [torch.softmax(torch.randn(16, 10) * 2, dim=1) for _ in range(4)]
+    grads = []
+    for targets in (peers, [torch.stack(peers).mean(0)]):
+        logits = torch.randn(16, 10, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        peer_kl(logits, targets, temperature=2.0).backward()
+        grads.append(logits.grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_server_loo_mean_is_the_mean_of_the_peers():
+    post = {i: np.full((2, 3), i, np.float32) for i in range(4)}
+    graph = neighbours([0, 1, 2, 3], "complete")
+    out = leave_one_out_means(post, graph)
+    assert np.allclose(out[0], (1 + 2 + 3) / 3) and np.allclose(out[3], (0 + 1 + 2) / 3)
+
+
+def test_topologies():
+    ids = [4, 0, 7, 2, 9, 5]
+    complete = neighbours(ids, "complete")
+    assert complete[0] == [2, 4, 5, 7, 9]
+    ring = neighbours(ids, "ring")
+    assert ring[0] == [2, 9] and ring[4] == [2, 5] and all(len(v) == 2 for v in ring.values())
+    for r in (1, 2):
+        g = neighbours(ids, "k-regular", degree=2, seed=0, server_round=r)
+        assert all(len(v) == 2 for v in g.values())
+        assert all(p in g[q] for p, qs in g.items() for q in qs)  # symmetric
+    draws = {
+        tuple(map(tuple, neighbours(ids, "k-regular", seed=0, server_round=r).values()))
+        for r in range(10)
+    }
+    assert len(draws) > 1  # gossip: re-drawn each round
+    assert neighbours([1, 2], "ring") == {1: [2], 2: [1]}
+    with pytest.raises(ValueError, match="even"):
+        neighbours(ids, "k-regular", degree=3)
+
+
+def _rec(p):
+    return arrays_to_record({"p": p})
+
+
+def test_posterior_validation():
+    good = np.full((4, 5), 0.2, np.float32)
+    assert check_posteriors(_rec(good), 4, 5).shape == (4, 5)
+    assert check_posteriors(_rec(good.astype(np.float16)), 4, 5).dtype == np.float32
+    with pytest.raises(InvalidReply, match="shape"):
+        check_posteriors(_rec(good[:3]), 4, 5)
+    with pytest.raises(InvalidReply, match="sum to 1"):
+        check_posteriors(_rec(good * 2), 4, 5)
+    bad = good.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(InvalidReply, match="NaN"):
+        check_posteriors(_rec(bad), 4, 5)
+    with pytest.raises(InvalidReply, match="float64"):
+        check_posteriors(_rec(good.astype(np.float64)), 4, 5)
+    with pytest.raises(InvalidReply, match="one array"):
+        check_posteriors(ArrayRecord(), 4, 5)
