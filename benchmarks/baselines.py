@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,27 +34,40 @@ ALPHAS = (0.1, 1.0)
 MODELS = ("cnn-small", "heterogeneous")
 
 
-def run_cell(method: str, alpha: float, models: str, seed: int, args) -> dict:  # type: ignore[no-untyped-def]
+def run_in_process(overrides: dict[str, Any], run_name: str, clients: int) -> dict[str, Any]:
+    """One experiment through the in-process grid; returns its summary plus wall seconds."""
     cfg = load_config(
         {
             **DEFAULTS,
-            "method": method,
             "dataset": "fmnist",
+            "num-partitions": clients,
+            "output-dir": str(OUT / "runs"),
+            "run-name": run_name,
+            **overrides,
+        }
+    )
+    shutil.rmtree(OUT / "runs" / run_name, ignore_errors=True)  # never read a stale run
+    nodes = [{"partition-id": i, "num-partitions": clients} for i in range(clients)]
+    t0 = time.time()
+    summary = run_experiment(InProcessGrid(client_app, nodes), cfg)
+    return {**summary, "wall-seconds": round(time.time() - t0, 1)}
+
+
+def run_cell(method: str, alpha: float, models: str, seed: int, args) -> dict:  # type: ignore[no-untyped-def]
+    s = run_in_process(
+        {
+            "method": method,
             "alpha": alpha,
             "models": models,
             "seed": seed,
-            "num-partitions": args.clients,
             "num-server-rounds": args.rounds,
             "local-steps": args.local_steps,
             "public-fraction": 0.1,
             "distill-steps": args.distill_steps,
-            "output-dir": str(OUT / "runs"),
-            "run-name": f"{method}-a{alpha}-{models}-s{seed}",
-        }
+        },
+        f"{method}-a{alpha}-{models}-s{seed}",
+        args.clients,
     )
-    nodes = [{"partition-id": i, "num-partitions": args.clients} for i in range(args.clients)]
-    t0 = time.time()
-    s = run_experiment(InProcessGrid(client_app, nodes), cfg)
     return {
         "method": method,
         "alpha": alpha,
@@ -62,7 +77,7 @@ def run_cell(method: str, alpha: float, models: str, seed: int, args) -> dict:  
         "best-accuracy": s["best-accuracy"],
         "per-model": s["final-per-model"],
         "bytes-per-round": (s["total-bytes-down"] + s["total-bytes-up"]) / args.rounds,
-        "seconds": round(time.time() - t0, 1),
+        "seconds": s["wall-seconds"],
     }
 
 
