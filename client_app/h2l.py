@@ -8,6 +8,7 @@ the abstract on Deep Mutual Learning; see ``strategies/fedh2l.py``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,77 @@ def h2l_objective(
     if peer_probs and lam > 0:
         loss = loss + lam * temperature**2 * peer_kl(logits, peer_probs, temperature)
     return loss
+
+
+Loss = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+
+
+def cosine_bonus_grads(
+    local_fn: Loss, seed_fn: Loss, params: Mapping[str, torch.Tensor], step: float = 1e-2
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """First-order gradients for ``align=fo-cos``: (g_local, g_seed, d cos / d theta).
+
+    The gradient of cos(g_l, g_s) (norms held fixed) is (H_l g_s + H_s g_l) / (|g_l| |g_s|);
+    both Hessian-vector products are approximated by finite differences of gradients, so the
+    variant needs gradients only (two extra backward passes), no second derivatives.
+    """
+
+    def grad_at(fn: Loss, point: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        leaves = {k: v.detach().requires_grad_() for k, v in point.items()}
+        return list(torch.autograd.grad(fn(leaves), list(leaves.values())))
+
+    def norm(g: list[torch.Tensor]) -> torch.Tensor:
+        return torch.sqrt(sum((x * x).sum() for x in g)) + 1e-12  # type: ignore[arg-type]
+
+    def shifted(direction: list[torch.Tensor], size: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            k: p.detach() + step * d / size
+            for (k, p), d in zip(params.items(), direction, strict=True)
+        }
+
+    g_l, g_s = grad_at(local_fn, params), grad_at(seed_fn, params)
+    n_l, n_s = norm(g_l), norm(g_s)
+    hs_gl = [
+        (a - b) * n_l / step for a, b in zip(grad_at(seed_fn, shifted(g_l, n_l)), g_s, strict=True)
+    ]
+    hl_gs = [
+        (a - b) * n_s / step for a, b in zip(grad_at(local_fn, shifted(g_s, n_s)), g_l, strict=True)
+    ]
+    bonus = [(a + b) / (n_l * n_s) for a, b in zip(hl_gs, hs_gl, strict=True)]
+    return g_l, g_s, bonus
+
+
+def _set_fo_cos_grads(
+    model: nn.Module,
+    local: tuple[torch.Tensor, torch.Tensor],
+    seed: tuple[torch.Tensor, torch.Tensor],
+    peer_batch: list[torch.Tensor],
+    lam: float,
+    temperature: float,
+    weight: float,
+) -> None:
+    """Write g_local + g_seed - weight * d cos(g_local, g_seed) into the parameters' grads."""
+    buffers = dict(model.named_buffers())
+    params = dict(model.named_parameters())
+
+    def local_fn(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        return nn.functional.cross_entropy(
+            functional_call(model, {**p, **buffers}, (local[0],)), local[1]
+        )
+
+    def seed_fn(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        return h2l_objective(
+            model, {**p, **buffers}, seed[0], seed[1], peer_batch, lam, temperature
+        )
+
+    g_l, g_s, bonus = cosine_bonus_grads(local_fn, seed_fn, params)
+    # d cos / d theta is unbounded when a gradient is near zero (a well-fit seed set); clip its
+    # norm to that of the loss gradient so the bonus can steer the step but never dominate it.
+    base = torch.stack([((a + b) ** 2).sum() for a, b in zip(g_l, g_s, strict=True)]).sum().sqrt()
+    size = torch.stack([(c * c).sum() for c in bonus]).sum().sqrt() + 1e-12
+    bonus = [c * torch.clamp(base / size, max=1.0) for c in bonus]
+    for p, a, b, c in zip(params.values(), g_l, g_s, bonus, strict=True):
+        p.grad = a + b - weight * c  # descend both losses, ascend their gradients' cosine
 
 
 def train_h2l(content: RecordDict, node_config: dict[str, Any], state: RecordDict) -> RecordDict:
@@ -190,6 +262,8 @@ def _train(
 
     ``align=mldg``: first-order MLDG -- the seed objective is evaluated at the weights after a
     virtual SGD step on the local batch, and both gradients are summed (a reconstruction).
+    ``align=fo-cos``: both gradients plus ``align-weight`` times the (finite-difference) gradient
+    of the cosine between them, rewarding steps on which local and seed-set data agree.
     """
     model.to(device).train()
     if len(train) == 0:
@@ -216,7 +290,19 @@ def _train(
         s_y = sy[s_idx].to(device) if sy is not None and s_idx is not None else None
         peer_batch = [p[s_idx].to(device) for p in peer_t] if s_idx is not None else []
         opt.zero_grad(set_to_none=True)
-        if align == "mldg" and s_x is not None:
+        if align == "fo-cos" and s_x is not None and s_y is not None:
+            xb, yb = xs[idx].to(device), ys[idx].to(device)
+            _set_fo_cos_grads(
+                model,
+                (xb, yb),
+                (s_x, s_y),
+                peer_batch,
+                lam,
+                temperature,
+                float(config["align-weight"]),
+            )
+            total = local_loss.detach()
+        elif align == "mldg" and s_x is not None:
             params = dict(model.named_parameters())
             g_local = torch.autograd.grad(local_loss, list(params.values()))
             stepped = {

@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "relay": "loo-mean",
     "posterior-dtype": "float32",
     "align": "none",
+    "align-weight": 0.01,
     "seed": 0,
     "output-dir": "outputs",
     "run-name": "",
@@ -102,6 +103,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "h2l-lambda": (0.0, None, True),
     "h2l-temperature": (0.0, None, False),
     "topology-degree": (2, None, True),
+    "align-weight": (0.0, None, True),
 }
 
 
@@ -148,6 +150,7 @@ class ExperimentConfig:
     relay: str
     posterior_dtype: str
     align: str
+    align_weight: float
     seed: int
     output_dir: str
     run_name: str

@@ -53,6 +53,7 @@ def node_config(cfg: ExperimentConfig, fed: Federation) -> dict[str, Any]:
         "h2l-lambda": cfg.h2l_lambda,
         "h2l-temperature": cfg.h2l_temperature,
         "align": cfg.align,
+        "align-weight": cfg.align_weight,
     }
 
 

@@ -36,7 +36,7 @@ PEERS_KEY = "peers"
 POSTERIORS_KEY = "posteriors"
 RELAYS = ("loo-mean", "full")
 POSTERIOR_DTYPES = ("float32", "float16")
-ALIGNMENTS = ("none", "mldg")
+ALIGNMENTS = ("none", "mldg", "fo-cos")
 
 
 class FedH2L(FederatedStrategy):

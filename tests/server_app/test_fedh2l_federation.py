@@ -1,5 +1,6 @@
 """FedH2L end to end on digits: three architectures, two classes per client."""
 
+import pytest
 from federate import rows, run
 
 from client_app.app import app as client_app
@@ -30,7 +31,8 @@ def test_every_client_beats_training_alone_and_only_posteriors_travel(tmp_path):
     assert r[2]["bytes-up"] < 3 * (num_seed * classes * 4 + 2_000)
 
 
-def test_full_relay_float16_ring_and_mldg_run(tmp_path):
+@pytest.mark.parametrize("align", ["mldg", "fo-cos"])
+def test_full_relay_float16_ring_and_alignment_variants_run(tmp_path, align):
     s = run(
         tmp_path,
         {
@@ -38,7 +40,7 @@ def test_full_relay_float16_ring_and_mldg_run(tmp_path):
             "relay": "full",
             "posterior-dtype": "float16",
             "topology": "ring",
-            "align": "mldg",
+            "align": align,
             "num-server-rounds": 2,
         },
     )

@@ -68,3 +68,31 @@ def test_posterior_validation():
         check_posteriors(_rec(good.astype(np.float64)), 4, 5)
     with pytest.raises(InvalidReply, match="one array"):
         check_posteriors(ArrayRecord(), 4, 5)
+
+
+def test_fo_cos_finite_differences_match_the_exact_cosine_gradient():
+    from client_app.h2l import cosine_bonus_grads
+
+    torch.manual_seed(0)
+    x1, y1 = torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,))
+    x2, y2 = torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,))
+    params = {"w": torch.randn(3, 4, dtype=torch.float64), "b": torch.zeros(3, dtype=torch.float64)}
+
+    def loss(x, y):
+        return lambda p: torch.nn.functional.cross_entropy(x @ p["w"].T + p["b"], y)
+
+    g_l, g_s, bonus = cosine_bonus_grads(loss(x1, y1), loss(x2, y2), params, step=1e-5)
+    assert len(g_s) == len(g_l) == 2
+    # Exact: d/dtheta of (g_l . g_s) / (|g_l| |g_s|) with the norms held fixed.
+    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+    gl = torch.autograd.grad(loss(x1, y1)(leaves), list(leaves.values()), create_graph=True)
+    gs = torch.autograd.grad(loss(x2, y2)(leaves), list(leaves.values()), create_graph=True)
+    norms = (
+        torch.sqrt(sum((g * g).sum() for g in gl)) * torch.sqrt(sum((g * g).sum() for g in gs))
+    ).detach()
+    exact = torch.autograd.grad(
+        sum((a * b).sum() for a, b in zip(gl, gs, strict=True)) / norms, list(leaves.values())
+    )
+    for approx, ref in zip(bonus, exact, strict=True):
+        assert torch.allclose(approx, ref, rtol=1e-3, atol=1e-6)
+    assert torch.allclose(g_l[0], gl[0].detach())
