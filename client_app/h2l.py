@@ -78,7 +78,12 @@ def h2l_objective(
     if seed_x is None or seed_y is None:
         return torch.zeros(())
     logits = model(seed_x) if params is None else functional_call(model, params, (seed_x,))
-    loss = nn.functional.cross_entropy(logits, seed_y)
+    labelled = seed_y >= 0  # a public seed set is unlabelled (-1): only the peer term applies
+    loss = (
+        nn.functional.cross_entropy(logits[labelled], seed_y[labelled])
+        if bool(labelled.any())
+        else logits.sum() * 0.0
+    )
     if peer_probs and lam > 0:
         loss = loss + lam * temperature**2 * peer_kl(logits, peer_probs, temperature)
     return loss

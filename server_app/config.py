@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "distill-batch-size": 64,
     "distill-temperature": 1.0,
     "seed-per-class": 10,
+    "seed-source": "donated",
     "h2l-lambda": 1.0,
     "h2l-temperature": 1.0,
     "topology": "complete",
@@ -74,6 +75,7 @@ CHOICES = {
     "relay": RELAYS,
     "posterior-dtype": POSTERIOR_DTYPES,
     "align": ALIGNMENTS,
+    "seed-source": ("donated", "public"),
 }
 # key: (lowest, highest, inclusive low) -- None means unbounded
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
@@ -143,6 +145,7 @@ class ExperimentConfig:
     distill_batch_size: int
     distill_temperature: float
     seed_per_class: int
+    seed_source: str
     h2l_lambda: float
     h2l_temperature: float
     topology: str
@@ -260,6 +263,11 @@ def validate(values: dict[str, Any]) -> ExperimentConfig:
     if out["method"] == "fedh2l" and out["seed-per-class"] == 0 and out["h2l-lambda"] > 0:
         raise ConfigError(
             "seed-per-class=0 (no seed set) requires h2l-lambda=0: there is nothing to distil on"
+        )
+    if out["seed-source"] == "public" and out["public-fraction"] == 0:
+        raise ConfigError(
+            "seed-source='public' draws the seed set from the public split: set "
+            "public-fraction in (0, 0.9]"
         )
     if out["topology-degree"] % 2:
         raise ConfigError(f"topology-degree={out['topology-degree']} must be even")

@@ -80,6 +80,7 @@ def build_strategy(
             degree=cfg.topology_degree,
             relay=cfg.relay,
             posterior_dtype=cfg.posterior_dtype,
+            public_x=fed.public.x if cfg.seed_source == "public" else None,
             **common,
         )
     return FedDF(

@@ -56,6 +56,9 @@ class FedH2L(FederatedStrategy):
         ``loo-mean`` sends one matrix (exact for equal peer weights), ``full`` every peer's.
     posterior_dtype : str (default: "float32")
         ``float16`` halves the posterior traffic.
+    public_x : np.ndarray | None (default: None)
+        When given, the seed set is ``seed_per_class x num_classes`` of these unlabelled public
+        images (FedMD-style) instead of labelled donations; clients then drop CE(seed).
     """
 
     name = "fedh2l"
@@ -69,6 +72,7 @@ class FedH2L(FederatedStrategy):
         degree: int = 2,
         relay: str = "loo-mean",
         posterior_dtype: str = "float32",
+        public_x: np.ndarray | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -80,6 +84,7 @@ class FedH2L(FederatedStrategy):
         self.degree = degree
         self.relay = relay
         self.posterior_dtype = posterior_dtype
+        self.public_x = public_x  # set: the seed set is unlabelled public data, not donations
         self.seeded: set[int] = set()  # node ids that hold the seed set
 
     def summary(self) -> None:
@@ -104,7 +109,10 @@ class FedH2L(FederatedStrategy):
         report.add(self.discover(grid, node_ids, server_round), self.partition_of())
         participants = [n for n in node_ids if n in self.nodes]
         if self.seed_per_class > 0 and "seed/x" not in state.data:
-            self._gather_seed_set(grid, state, participants, server_round, report)
+            if self.public_x is not None:
+                self._public_seed_set(state)
+            else:
+                self._gather_seed_set(grid, state, participants, server_round, report)
 
         pid = {n: self.nodes[n].partition_id for n in participants}
         graph = neighbours(
@@ -176,6 +184,17 @@ class FedH2L(FederatedStrategy):
                 "posterior-dtype": self.posterior_dtype,
             }
         )
+
+    def _public_seed_set(self, state: ServerState) -> None:
+        """Unlabelled variant (FedMD-style): seed-per-class x classes public images, label -1."""
+        assert self.public_x is not None
+        size = min(len(self.public_x), self.seed_per_class * self.num_classes)
+        idx = np.sort(
+            np.random.default_rng([self.seed, 0x9B11C]).permutation(len(self.public_x))[:size]
+        )
+        state.data["seed/x"] = self.public_x[idx]
+        state.data["seed/y"] = np.full(size, -1, dtype=np.int64)
+        log(INFO, "Seed set: %d unlabelled public images (no client data leaves the nodes)", size)
 
     def _gather_seed_set(
         self,

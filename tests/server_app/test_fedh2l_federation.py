@@ -65,3 +65,14 @@ def test_a_node_that_lost_its_state_gets_the_seed_set_again(tmp_path):
     r = rows(run_experiment(grid, cfg))
     assert r[1]["num-ok"] == 2 and "seed set missing" in r[1]["dropped"]["1000"]
     assert r[2]["num-ok"] == 3  # the server re-sent the seed set in round 3
+
+
+def test_public_unlabelled_seed_set_needs_no_donations(tmp_path):
+    s = run(
+        tmp_path, {**H2L, "seed-source": "public", "public-fraction": 0.2, "num-server-rounds": 2}
+    )
+    r = rows(s)
+    assert s["status"] == "completed"
+    # No query.seed phase: round 1 sends the public set down, nothing but posteriors comes up.
+    assert r[0]["bytes-up"] < 3 * (100 * 10 * 4 + 2_000)
+    assert r[0]["bytes-down"] > 3 * 100 * 28 * 28
