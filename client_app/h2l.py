@@ -169,14 +169,7 @@ def train_h2l(content: RecordDict, node_config: dict[str, Any], state: RecordDic
     model = _restore_model(node, state, int(config["data.seed"]))
     seed = _seed_set(content, state, int(config["seed-per-class"]))
     peers = _peer_matrices(content)
-    cfg = TrainConfig(
-        epochs=int(config["local-epochs"]),
-        steps=int(config["local-steps"]),
-        batch_size=int(config["batch-size"]),
-        lr=float(config["lr"]),
-        momentum=float(config["momentum"]),
-        weight_decay=float(config["weight-decay"]),
-    )
+    cfg = TrainConfig.from_config(config)
     gen = seeded_generator(int(config["data.seed"]), int(config["server-round"]), node.partition_id)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))

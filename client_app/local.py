@@ -32,15 +32,7 @@ def train_locally(
     node = load_node(config, node_config)
     device = resolve_device(node.device)
     model = _model(node, arrays)
-    cfg = TrainConfig(
-        epochs=int(config["local-epochs"]),
-        steps=int(config["local-steps"]),
-        batch_size=int(config["batch-size"]),
-        lr=float(config["lr"]),
-        momentum=float(config["momentum"]),
-        weight_decay=float(config["weight-decay"]),
-        proximal_mu=float(config.get("proximal-mu", 0.0)),
-    )
+    cfg = TrainConfig.from_config(config)
     # Seeded by (run seed, round, partition): the same on every machine and after a resume.
     gen = seeded_generator(int(config["data.seed"]), int(config["server-round"]), node.partition_id)
     with torch.random.fork_rng(devices=[]):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,6 +47,19 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     proximal_mu: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> TrainConfig:
+        """From a message config (the server's run-config keys)."""
+        return cls(
+            epochs=int(config["local-epochs"]),
+            steps=int(config["local-steps"]),
+            batch_size=int(config["batch-size"]),
+            lr=float(config["lr"]),
+            momentum=float(config["momentum"]),
+            weight_decay=float(config["weight-decay"]),
+            proximal_mu=float(config.get("proximal-mu", 0.0)),
+        )
 
     def num_steps(self, n: int) -> int:
         if self.steps > 0:

@@ -193,6 +193,13 @@ class FederatedStrategy(ABC):
             node_ids = [node_ids[i] for i in sorted(picked)]
         return node_ids
 
+    def select_participants(self, grid: Grid, server_round: int, report: RoundReport) -> list[int]:
+        """Sample this round's nodes and return those whose ``query.info`` is known."""
+        node_ids = self.sample_nodes(grid, server_round)
+        report.num_sampled = len(node_ids)
+        report.add(self.discover(grid, node_ids, server_round), self.partition_of())
+        return [n for n in node_ids if n in self.nodes]
+
     def discover(self, grid: Grid, node_ids: list[int], server_round: int) -> Exchange:
         """``query.info`` the nodes not seen before; cache what they report."""
         unknown = [n for n in node_ids if n not in self.nodes]

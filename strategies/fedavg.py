@@ -35,10 +35,7 @@ class FedAvg(FederatedStrategy):
         self, grid: Grid, state: ServerState, server_round: int
     ) -> tuple[ServerState, RoundReport]:
         report = RoundReport()
-        node_ids = self.sample_nodes(grid, server_round)
-        report.num_sampled = len(node_ids)
-        report.add(self.discover(grid, node_ids, server_round), self.partition_of())
-        participants = [n for n in node_ids if n in self.nodes]
+        participants = self.select_participants(grid, server_round, report)
         self.ensure_models(state, {self.nodes[n].architecture for n in participants})
 
         ex = self.train_phase(grid, state, participants, server_round)

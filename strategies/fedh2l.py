@@ -104,10 +104,7 @@ class FedH2L(FederatedStrategy):
         self, grid: Grid, state: ServerState, server_round: int
     ) -> tuple[ServerState, RoundReport]:
         report = RoundReport()
-        node_ids = self.sample_nodes(grid, server_round)
-        report.num_sampled = len(node_ids)
-        report.add(self.discover(grid, node_ids, server_round), self.partition_of())
-        participants = [n for n in node_ids if n in self.nodes]
+        participants = self.select_participants(grid, server_round, report)
         if self.seed_per_class > 0 and "seed/x" not in state.data:
             if self.public_x is not None:
                 self._public_seed_set(state)
