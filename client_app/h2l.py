@@ -178,10 +178,13 @@ def train_h2l(content: RecordDict, node_config: dict[str, Any], state: RecordDic
         {k: v.detach().cpu() for k, v in model.state_dict().items()}
     )
 
-    spec_source = load_source(
-        str(config["data.dataset"]), str(config["data.data-dir"]), bool(config["data.download"])
-    )
-    test = evaluate_classifier(model, spec_source.x_test, spec_source.y_test, device)
+    test_split = node.test
+    if test_split is None:  # a dataset-path node: read the test split from the source
+        source = load_source(
+            str(config["data.dataset"]), str(config["data.data-dir"]), bool(config["data.download"])
+        )
+        test_split = ArrayDataset(source.x_test, source.y_test)
+    test = evaluate_classifier(model, test_split.x, test_split.y, device)
     local = evaluate_classifier(model, local_test.x, local_test.y, device)
     metrics = {
         "num-examples": len(train),

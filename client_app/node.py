@@ -25,6 +25,9 @@ class NodeSetup:
     input_shape: tuple[int, int, int]
     num_classes: int
     device: str
+    # The balanced global test split, when the node rebuilt its data from the source (not for
+    # a dataset-path node); saves a second read of the source for client-side evaluation.
+    test: ArrayDataset | None = None
 
     def label_counts(self) -> list[int]:
         return np.bincount(self.data.y, minlength=self.num_classes).astype(int).tolist()
@@ -48,6 +51,7 @@ def load_node(config: dict[str, Any], node_config: dict[str, Any]) -> NodeSetup:
         )
     partition_id = int(node_config["partition-id"])
     path = str(node_config.get("dataset-path", ""))
+    test = None
     if path:
         data = read_partition_file(
             path, dataset=spec.dataset, input_shape=input_shape, num_classes=num_classes
@@ -65,7 +69,8 @@ def load_node(config: dict[str, Any], node_config: dict[str, Any]) -> NodeSetup:
                 f"node config num-partitions={node_parts} disagrees with the run's "
                 f"num-partitions={spec.num_partitions}"
             )
-        data = Federation(spec).partition(partition_id)
+        fed = Federation(spec)
+        data, test = fed.partition(partition_id), fed.test
     arch = str(node_config.get("architecture", "")) or architecture_for(
         partition_id, parse_assignment(str(config["models"]))
     )
@@ -76,4 +81,5 @@ def load_node(config: dict[str, Any], node_config: dict[str, Any]) -> NodeSetup:
         input_shape,
         num_classes,  # type: ignore[arg-type]
         str(node_config.get("device", "")),
+        test,
     )

@@ -142,12 +142,16 @@ class FederatedStrategy(ABC):
         server's held-out split. Strategies whose models stay on the clients override this."""
         out = {}
         for arch, arrays in sorted(state.models.items()):
-            model = self.model_fn(arch)
-            model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
-            out[arch] = evaluate_classifier(model, test.x, test.y, device)
+            out[arch] = evaluate_classifier(self.load_model(arch, arrays), test.x, test.y, device)
         return out
 
     # ----------------------------------------------------------------- models
+
+    def load_model(self, architecture: str, arrays: Arrays) -> nn.Module:
+        """A fresh model of ``architecture`` holding ``arrays``."""
+        model = self.model_fn(architecture)
+        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+        return model
 
     def initial_arrays(self, architecture: str) -> Arrays:
         """Initial weights of an architecture, identical for the same seed on any machine."""

@@ -19,7 +19,7 @@ from models.training import distill, predict_logits, seeded_generator
 
 from .base import RoundReport
 from .fedavg import FedAvg, TrainReply
-from .state import Arrays, ServerState
+from .state import ServerState
 
 
 class FedDF(FedAvg):
@@ -69,7 +69,7 @@ class FedDF(FedAvg):
     ) -> None:
         teacher = self.ensemble_logits(replies)
         for arch in sorted({self.nodes[n].architecture for n in replies}):
-            student = self._load(arch, state.models[arch])
+            student = self.load_model(arch, state.models[arch])
             loss = distill(
                 student,
                 self.public_x,
@@ -97,16 +97,11 @@ class FedDF(FedAvg):
         """Mean eval-mode logits of every received client model on the public split."""
         total: torch.Tensor | None = None
         for node_id in sorted(replies, key=lambda n: self.nodes[n].partition_id):
-            model = self._load(self.nodes[node_id].architecture, replies[node_id][0])
+            model = self.load_model(self.nodes[node_id].architecture, replies[node_id][0])
             logits = predict_logits(model, self.public_x, self.device)
             total = logits if total is None else total + logits
         assert total is not None
         return total / len(replies)
-
-    def _load(self, arch: str, arrays: Arrays) -> torch.nn.Module:
-        model = self.model_fn(arch)
-        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
-        return model
 
     def summary(self) -> None:
         super().summary()
