@@ -61,6 +61,13 @@ class DataSpec:
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def fingerprint(x: np.ndarray) -> str:
+    """Short hash of an image array's shape and a strided sample of its rows: the data part
+    of per-sample cache keys (teacher outputs)."""
+    step = max(1, len(x) // 256)
+    return hashlib.sha256(repr(x.shape).encode() + x[::step].tobytes()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class ArrayDataset:
     """uint8 images (N, C, H, W) and int64 labels."""
@@ -88,6 +95,16 @@ class Federation:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return self.source.input_shape
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where per-machine caches live: ``<data-dir>/cache``."""
+        return (Path(self.spec.data_dir) if self.spec.data_dir else default_data_dir()) / "cache"
+
+    def data_key(self, split: str = "train") -> str:
+        """Names the source's ``train`` or ``test`` split in per-sample caches."""
+        x = self.source.x_train if split == "train" else self.source.x_test
+        return f"{self.spec.dataset}-{split}-{fingerprint(x)}"
 
     @property
     def test(self) -> ArrayDataset:
@@ -129,8 +146,7 @@ class Federation:
         return private, public
 
     def _cache_path(self) -> Path:
-        root = Path(self.spec.data_dir) if self.spec.data_dir else default_data_dir()
-        return root / "cache" / "partitions" / f"{self.spec.partition_key()}.npz"
+        return self.cache_dir / "partitions" / f"{self.spec.partition_key()}.npz"
 
     def _load_or_build_partitions(self) -> list[np.ndarray]:
         path = self._cache_path()

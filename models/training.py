@@ -47,6 +47,9 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     proximal_mu: float = 0.0
+    # Distillation from a teacher: (1 - kd_mu) * CE + kd_mu * T^2 * KL(teacher || student).
+    kd_mu: float = 0.0
+    kd_temperature: float = 4.0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TrainConfig:
@@ -59,6 +62,8 @@ class TrainConfig:
             momentum=float(config["momentum"]),
             weight_decay=float(config["weight-decay"]),
             proximal_mu=float(config.get("proximal-mu", 0.0)),
+            kd_mu=float(config.get("kd-mu", 0.0)),
+            kd_temperature=float(config.get("kd-temperature", 4.0)),
         )
 
     def num_steps(self, n: int) -> int:
@@ -74,8 +79,11 @@ def train_classifier(
     cfg: TrainConfig,
     gen: torch.Generator,
     device: torch.device,
+    teacher_logits: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """SGD on cross-entropy, plus FedProx's (mu/2)||w - w_global||^2 when ``proximal_mu`` > 0.
+    """SGD on cross-entropy, plus FedProx's (mu/2)||w - w_global||^2 when ``proximal_mu`` > 0,
+    and with ``teacher_logits`` (one row per example) the distillation loss
+    ``(1 - kd_mu) * CE + kd_mu * kd_loss``.
 
     The model's weights on entry are taken as the global weights for the proximal term.
     Returns the mean training loss and accuracy over the steps taken.
@@ -99,6 +107,9 @@ def train_classifier(
             continue  # BatchNorm cannot train on a single example
         logits = model(xb)
         loss = nn.functional.cross_entropy(logits, yb)
+        if teacher_logits is not None:
+            kd = kd_loss(logits, teacher_logits[idx].to(device), cfg.kd_temperature)
+            loss = (1.0 - cfg.kd_mu) * loss + cfg.kd_mu * kd
         if anchor:
             prox = sum(
                 ((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True)
@@ -132,14 +143,25 @@ def predict_logits(
 def evaluate_classifier(
     model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device
 ) -> dict[str, float]:
-    """Cross-entropy loss and accuracy in eval mode."""
+    """Cross-entropy loss, accuracy and per-class accuracy in eval mode."""
     if len(y) == 0:
         return {"loss": 0.0, "accuracy": 0.0}
-    logits = predict_logits(model, x, device)
-    target = torch.from_numpy(y)
+    return score_logits(predict_logits(model, x, device), y)
+
+
+def score_logits(logits: torch.Tensor, y: np.ndarray) -> dict[str, float]:
+    """Loss, accuracy, worst-class accuracy and ``class-accuracy/<k>`` for every class in ``y``.
+
+    On a balanced test set the worst class is where non-IID training hurts most.
+    """
+    target = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    correct = (logits.argmax(1) == target).numpy()
+    per_class = {int(k): float(correct[y == k].mean()) for k in np.unique(y)}
     return {
-        "loss": float(nn.functional.cross_entropy(logits, target)),
-        "accuracy": float((logits.argmax(1) == target).float().mean()),
+        "loss": float(nn.functional.cross_entropy(logits.float(), target)),
+        "accuracy": float(correct.mean()),
+        "worst-class-accuracy": min(per_class.values()),
+        **{f"class-accuracy/{k}": v for k, v in per_class.items()},
     }
 
 

@@ -87,3 +87,30 @@ def test_empty_data_is_harmless():
         m, empty_x, empty_y, TrainConfig(), seeded_generator(0), torch.device("cpu")
     )
     assert out == {"train-loss": 0.0, "train-accuracy": 0.0}
+
+
+def test_distillation_term_pulls_the_student_toward_the_teacher(digits):
+    x, y = digits.x_train[:200], digits.y_train[:200]
+    torch.manual_seed(1)  # the teacher: another network, its logits unrelated to the labels
+    teacher = 3 * predict_logits(build_model("mlp", (1, 28, 28), 10), x, torch.device("cpu"))
+    torch.manual_seed(0)
+    student = build_model("mlp", (1, 28, 28), 10)
+    before = float(kd_loss(predict_logits(student, x, torch.device("cpu")), teacher, 4.0))
+    cfg = TrainConfig(steps=150, batch_size=50, lr=0.01, kd_mu=1.0, kd_temperature=4.0)
+    train_classifier(
+        student, x, y, cfg, seeded_generator(0), torch.device("cpu"), teacher_logits=teacher
+    )
+    after = float(kd_loss(predict_logits(student, x, torch.device("cpu")), teacher, 4.0))
+    assert after < 0.5 * before
+
+
+def test_kd_mu_zero_ignores_the_teacher(digits):
+    x, y = digits.x_train[:100], digits.y_train[:100]
+    states = []
+    for teacher in (None, torch.randn(len(y), 10)):
+        torch.manual_seed(0)
+        m = build_model("mlp", (1, 28, 28), 10)
+        cfg = TrainConfig(steps=5, lr=0.05, kd_mu=0.0)
+        train_classifier(m, x, y, cfg, seeded_generator(1), torch.device("cpu"), teacher)
+        states.append(m.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
