@@ -78,6 +78,22 @@ def train_h2l(msg: Message, context: Context) -> Message:
     return Message(reply, reply_to=msg)
 
 
+@app.train("probe")
+def train_probe(msg: Message, context: Context) -> Message:
+    """FMD: a few steps of the teacher's linear head on the node's cached teacher features."""
+    from .fmd import probe_round
+
+    return Message(probe_round(msg.content, dict(context.node_config)), reply_to=msg)
+
+
+@app.train("fmd")
+def train_fmd(msg: Message, context: Context) -> Message:
+    """FMD: train the student with distillation from the teacher (cached features + head)."""
+    from .fmd import train_student
+
+    return Message(train_student(msg.content, dict(context.node_config)), reply_to=msg)
+
+
 def _arrays(msg: Message) -> ArrayRecord:
     record = msg.content[ARRAYS_KEY]
     if not isinstance(record, ArrayRecord):

@@ -8,12 +8,14 @@ virtual nodes).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from federated_data import ArrayDataset, DataSpec, Federation
 from federated_data.disk import read_partition_file
+from federated_data.federation import fingerprint
 from models.assignment import architecture_for, parse_assignment
 
 
@@ -28,6 +30,11 @@ class NodeSetup:
     # The balanced global test split, when the node rebuilt its data from the source (not for
     # a dataset-path node); saves a second read of the source for client-side evaluation.
     test: ArrayDataset | None = None
+    # Each example's index in its source (the training split, or the rows of a dataset-path
+    # file) and a fingerprint of that source: the keys of per-sample caches (teacher outputs).
+    indices: np.ndarray | None = None
+    data_key: str = ""
+    cache_dir: Path = Path()
 
     def label_counts(self) -> list[int]:
         return np.bincount(self.data.y, minlength=self.num_classes).astype(int).tolist()
@@ -56,6 +63,9 @@ def load_node(config: dict[str, Any], node_config: dict[str, Any]) -> NodeSetup:
         data = read_partition_file(
             path, dataset=spec.dataset, input_shape=input_shape, num_classes=num_classes
         )
+        indices = np.arange(len(data))
+        data_key = f"file-{Path(path).name}-{fingerprint(data.x)}"
+        cache_dir = Path(path).parent / "cache"
     else:
         node_parts = int(node_config.get("num-partitions", 0))
         if spec.num_partitions == 0:
@@ -71,6 +81,8 @@ def load_node(config: dict[str, Any], node_config: dict[str, Any]) -> NodeSetup:
             )
         fed = Federation(spec)
         data, test = fed.partition(partition_id), fed.test
+        indices = fed.partitions()[partition_id]
+        data_key, cache_dir = fed.data_key("train"), fed.cache_dir
     arch = str(node_config.get("architecture", "")) or architecture_for(
         partition_id, parse_assignment(str(config["models"]))
     )
@@ -82,4 +94,7 @@ def load_node(config: dict[str, Any], node_config: dict[str, Any]) -> NodeSetup:
         num_classes,  # type: ignore[arg-type]
         str(node_config.get("device", "")),
         test,
+        indices,
+        data_key,
+        cache_dir,
     )

@@ -15,10 +15,12 @@ import yaml
 from federated_data.partition import PARTITIONERS
 from federated_data.sources import SOURCES
 from models.assignment import parse_assignment
+from models.teachers import TEACHERS
 from strategies.fedh2l import ALIGNMENTS, POSTERIOR_DTYPES, RELAYS
+from strategies.fmd import PROBES, SERVER_DISTILL
 from strategies.topology import TOPOLOGIES
 
-METHODS = ("fedavg", "fedprox", "feddf", "fedh2l")
+METHODS = ("fedavg", "fedprox", "feddf", "fedh2l", "fmd")
 APP_DIR = Path(__file__).resolve().parent.parent
 
 DEFAULTS: dict[str, Any] = {
@@ -59,6 +61,17 @@ DEFAULTS: dict[str, Any] = {
     "posterior-dtype": "float32",
     "align": "none",
     "align-weight": 0.01,
+    "teacher": "efficientnet-lite0",
+    "teacher-path": "",
+    "teacher-image-size": 64,
+    "clip-model": "ViT-B-32",
+    "probe": "federated",
+    "probe-rounds": 30,
+    "probe-local-steps": 5,
+    "probe-lr": 2.0,
+    "kd-mu": 0.5,
+    "kd-temperature": 4.0,
+    "fmd-server-distill": "none",
     "seed": 0,
     "output-dir": "outputs",
     "run-name": "",
@@ -76,6 +89,9 @@ CHOICES = {
     "posterior-dtype": POSTERIOR_DTYPES,
     "align": ALIGNMENTS,
     "seed-source": ("donated", "public"),
+    "teacher": TEACHERS,
+    "probe": PROBES,
+    "fmd-server-distill": SERVER_DISTILL,
 }
 # key: (lowest, highest, inclusive low) -- None means unbounded
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
@@ -106,6 +122,12 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "h2l-temperature": (0.0, None, False),
     "topology-degree": (2, None, True),
     "align-weight": (0.0, None, True),
+    "teacher-image-size": (16, None, True),
+    "probe-rounds": (0, None, True),
+    "probe-local-steps": (1, None, True),
+    "probe-lr": (0.0, None, False),
+    "kd-mu": (0.0, 1.0, True),
+    "kd-temperature": (0.0, None, False),
 }
 
 
@@ -154,6 +176,17 @@ class ExperimentConfig:
     posterior_dtype: str
     align: str
     align_weight: float
+    teacher: str
+    teacher_path: str
+    teacher_image_size: int
+    clip_model: str
+    probe: str
+    probe_rounds: int
+    probe_local_steps: int
+    probe_lr: float
+    kd_mu: float
+    kd_temperature: float
+    fmd_server_distill: str
     seed: int
     output_dir: str
     run_name: str
@@ -269,6 +302,15 @@ def validate(values: dict[str, Any]) -> ExperimentConfig:
             "seed-source='public' draws the seed set from the public split: set "
             "public-fraction in (0, 0.9]"
         )
+    if out["method"] == "fmd":
+        needs_public = out["probe"] == "server" or out["fmd-server-distill"] != "none"
+        if needs_public and out["public-fraction"] == 0:
+            raise ConfigError(
+                "probe='server' and fmd-server-distill need the public split: set "
+                "public-fraction in (0, 0.9]"
+            )
+        if out["teacher"] in ("logits-file", "clip") and not out["teacher-path"]:
+            raise ConfigError(f"teacher={out['teacher']!r} needs teacher-path (a local file)")
     if out["topology-degree"] % 2:
         raise ConfigError(f"topology-degree={out['topology-degree']} must be even")
     if out["clients-per-round"] and out["clients-per-round"] < out["min-nodes"]:

@@ -19,12 +19,15 @@ from flwr.supercore import log
 
 from federated_data import DataSpec, Federation
 from models.device import resolve_device
+from models.teacher_cache import teacher_features
+from models.teachers import LogitsFileTeacher, build_teacher
 from models.zoo import build_model, count_flops, count_parameters
 from strategies.base import FederatedStrategy
 from strategies.fedavg import FedAvg
 from strategies.feddf import FedDF
 from strategies.fedh2l import FedH2L
 from strategies.fedprox import FedProx
+from strategies.fmd import FMD
 from strategies.state import ServerState
 
 from .config import ExperimentConfig
@@ -54,6 +57,12 @@ def node_config(cfg: ExperimentConfig, fed: Federation) -> dict[str, Any]:
         "h2l-temperature": cfg.h2l_temperature,
         "align": cfg.align,
         "align-weight": cfg.align_weight,
+        "teacher": cfg.teacher,
+        "teacher-path": cfg.teacher_path,
+        "teacher-image-size": cfg.teacher_image_size,
+        "clip-model": cfg.clip_model,
+        "kd-mu": cfg.kd_mu,
+        "kd-temperature": cfg.kd_temperature,
     }
 
 
@@ -83,15 +92,62 @@ def build_strategy(
             public_x=fed.public.x if cfg.seed_source == "public" else None,
             **common,
         )
-    return FedDF(
-        public_x=fed.public.x,
-        distill_steps=cfg.distill_steps,
-        distill_lr=cfg.distill_lr,
-        distill_batch_size=cfg.distill_batch_size,
-        temperature=cfg.distill_temperature,
+    distillation: dict[str, Any] = {
+        "public_x": fed.public.x,
+        "distill_steps": cfg.distill_steps,
+        "distill_lr": cfg.distill_lr,
+        "distill_batch_size": cfg.distill_batch_size,
+        "temperature": cfg.distill_temperature,
+        "device": device,
+    }
+    if cfg.method == "fmd":
+        return FMD(**fmd_teacher_inputs(cfg, fed, device), **distillation, **common)
+    return FedDF(**distillation, **common)
+
+
+def fmd_teacher_inputs(
+    cfg: ExperimentConfig, fed: Federation, device: torch.device
+) -> dict[str, Any]:
+    """The server's teacher and its features of the test (and, if used, public) split."""
+    teacher = build_teacher(
+        cfg.teacher,
+        dataset=cfg.dataset,
+        input_shape=fed.input_shape,
+        num_classes=fed.num_classes,
+        path=cfg.teacher_path,
+        image_size=cfg.teacher_image_size,
+        clip_model=cfg.clip_model,
         device=device,
-        **common,
     )
+    t0 = time.time()
+    cache = fed.cache_dir / "teachers"
+    if isinstance(teacher, LogitsFileTeacher):
+        test_features = teacher.test_logits  # None: the teacher's accuracy is not reported
+    else:
+        test = fed.test
+        test_features, _ = teacher_features(
+            teacher, test.x, np.arange(len(test)), fed.data_key("test"), cache
+        )
+    public_features = None
+    if cfg.probe == "server" or cfg.fmd_server_distill == "teacher":
+        public = fed.public
+        public_features, _ = teacher_features(
+            teacher, public.x, fed.public_idx, fed.data_key("train"), cache
+        )
+    log(INFO, "Teacher %s: server-side features ready in %.1f s", teacher.name, time.time() - t0)
+    return {
+        "teacher": teacher,
+        "test_features": test_features,
+        "test_labels": fed.test.y,
+        "probe": cfg.probe,
+        "probe_rounds": cfg.probe_rounds,
+        "probe_local_steps": cfg.probe_local_steps,
+        "probe_lr": cfg.probe_lr,
+        "public_features": public_features,
+        # probe=server trains the head on these labels: the server then holds labelled data.
+        "public_labels": fed.public.y if cfg.probe == "server" else None,
+        "server_distill": cfg.fmd_server_distill,
+    }
 
 
 def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
@@ -221,6 +277,7 @@ def _summarise(
         "total-bytes-up": sum(r["bytes-up"] for r in rows),
         "seconds": round(seconds, 2),
         "models": models,
+        **strategy.extra_summary(fed.input_shape),
         "data": fed.source.note,
         "paths": {
             "config": str(run_dir.path / "config.yaml"),

@@ -133,6 +133,10 @@ class FederatedStrategy(ABC):
         log(INFO, "\t│   ├── clients per round: %s", per_round)
         log(INFO, "\t│   └── round timeout: %.0f s", self.round_timeout)
 
+    def extra_summary(self, input_shape: tuple[int, int, int]) -> dict[str, Any]:
+        """Method-specific entries for ``summary.json`` (FMD: the teacher)."""
+        return {}
+
     # ----------------------------------------------------------------- evaluation
 
     def evaluate(

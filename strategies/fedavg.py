@@ -26,6 +26,8 @@ class FedAvg(FederatedStrategy):
     """Sample-weighted averaging of client models, per architecture group."""
 
     name = "fedavg"
+    # FMD sends the same round with its own message type and the teacher's head.
+    train_message_type = TRAIN
 
     def train_config(self, server_round: int) -> dict[str, int | float | str | bool]:
         """Per-round config added to the node config; FedProx adds its ``proximal-mu``."""
@@ -69,6 +71,10 @@ class FedAvg(FederatedStrategy):
     ) -> None:
         """Hook for server-side steps after averaging (FedDF distils here)."""
 
+    def extra_content(self, state: ServerState) -> RecordDict:
+        """Records sent to every node besides its model and the config (FMD: teacher head)."""
+        return RecordDict()
+
     def train_phase(
         self, grid: Grid, state: ServerState, node_ids: list[int], server_round: int
     ) -> Exchange:
@@ -76,15 +82,16 @@ class FedAvg(FederatedStrategy):
         config = ConfigRecord({**self.node_config, **self.train_config(server_round)})
         payloads = {}
         expected: dict[int, Arrays] = {}
+        extra = dict(self.extra_content(state))
         for n in node_ids:
             expected[n] = state.models[self.nodes[n].architecture]
             payloads[n] = RecordDict(
-                {ARRAYS_KEY: arrays_to_record(expected[n]), CONFIG_KEY: config}
+                {ARRAYS_KEY: arrays_to_record(expected[n]), CONFIG_KEY: config, **extra}
             )
         return self.exchange(
             grid,
             payloads,
-            TRAIN,
+            self.train_message_type,
             server_round,
             lambda reply: check_train_reply(reply, expected[reply.metadata.src_node_id]),
         )

@@ -38,6 +38,7 @@ class FedDF(FedAvg):
     """
 
     name = "feddf"
+    uses_public_split = True
 
     def __init__(  # type: ignore[no-untyped-def]
         self,
@@ -51,8 +52,10 @@ class FedDF(FedAvg):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if len(public_x) == 0:
-            raise ValueError("FedDF needs an unlabelled public split: set public-fraction > 0")
+        if len(public_x) == 0 and self.uses_public_split:
+            raise ValueError(
+                f"{self.name} needs an unlabelled public split here: set public-fraction > 0"
+            )
         self.public_x = public_x
         self.distill_steps = distill_steps
         self.distill_lr = distill_lr
@@ -67,7 +70,7 @@ class FedDF(FedAvg):
         server_round: int,
         report: RoundReport,
     ) -> None:
-        teacher = self.ensemble_logits(replies)
+        teacher = self.distillation_targets(replies)
         for arch in sorted({self.nodes[n].architecture for n in replies}):
             student = self.load_model(arch, state.models[arch])
             loss = distill(
@@ -87,11 +90,18 @@ class FedDF(FedAvg):
             report.metrics[f"distill-loss/{arch}"] = loss
         log(
             INFO,
-            "Round %d: distilled %s toward the ensemble of %d client models",
+            "Round %d: distilled %s toward %s",
             server_round,
             ", ".join(sorted(state.models)),
-            len(replies),
+            self.target_name(replies),
         )
+
+    def distillation_targets(self, replies: dict[int, TrainReply]) -> torch.Tensor:
+        """Logits on the public split that the group models are distilled toward."""
+        return self.ensemble_logits(replies)
+
+    def target_name(self, replies: dict[int, TrainReply]) -> str:
+        return f"the ensemble of {len(replies)} client models"
 
     def ensemble_logits(self, replies: dict[int, TrainReply]) -> torch.Tensor:
         """Mean eval-mode logits of every received client model on the public split."""

@@ -25,7 +25,17 @@ def _free_port() -> int:
 
 
 @pytest.mark.flwr_run
-def test_flwr_run_simulation_completes_and_writes_outputs(tmp_path):
+@pytest.mark.parametrize(
+    "method_config",
+    [
+        "",
+        # FMD with the real EfficientNet teacher: its message types, the probe and the teacher
+        # cache written by concurrent Ray workers (32 px keeps the featurisation to seconds).
+        'method="fmd" teacher-image-size=32 probe-rounds=5',
+    ],
+    ids=["fedavg", "fmd"],
+)
+def test_flwr_run_simulation_completes_and_writes_outputs(tmp_path, method_config):
     try:
         load_source("fmnist")
     except DatasetUnavailableError as err:
@@ -39,7 +49,9 @@ def test_flwr_run_simulation_completes_and_writes_outputs(tmp_path):
         "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": port,
         "BOUQUET_OUTPUT_ROOT": str(tmp_path),
     }
-    run_config = 'train-subset=3000 num-server-rounds=2 local-steps=20 run-name="smoke"'
+    run_config = (
+        f'train-subset=3000 num-server-rounds=2 local-steps=20 run-name="smoke" {method_config}'
+    )
     done = subprocess.run(
         [
             sys.executable,
@@ -62,6 +74,11 @@ def test_flwr_run_simulation_completes_and_writes_outputs(tmp_path):
     summary = json.loads((tmp_path / "outputs" / "smoke" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds-completed"] == 2
     assert summary["final-accuracy"] > 0.3
+    if method_config:
+        assert summary["teacher"]["name"] == "efficientnet-lite0"
+        assert summary["teacher"]["test"]["accuracy"] > 0.3
+        cache = Path(os.environ["BOUQUET_DATA_DIR"]) / "cache" / "teachers"
+        assert list(cache.glob("efficientnet-lite0-*.index.npz"))
     # No SuperLink outlives the test.
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", int(port))) != 0

@@ -1,0 +1,145 @@
+"""FMD client: the teacher's cached features, the linear-probe step and distillation training.
+
+The teacher's featuriser runs once per sample on this node and is cached on disk
+(``models/teacher_cache.py``); every later message of every run reads the cache. Only the
+student and the small head travel in messages.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, MetricRecord, RecordDict
+
+from models.device import resolve_device
+from models.teacher_cache import teacher_features
+from models.teachers import Teacher, build_teacher, head_logits, train_head
+from models.training import TrainConfig, seeded_generator, train_classifier
+from models.zoo import build_model
+from strategies.fmd import TEACHER_HEAD_KEY
+from strategies.protocol import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    METRICS_KEY,
+    arrays_to_record,
+    record_to_arrays,
+)
+
+from .node import NodeSetup, load_node
+
+
+def probe_round(content: RecordDict, node_config: dict[str, Any]) -> RecordDict:
+    """A few full-batch steps of the teacher's linear head on this node's cached features."""
+    config: dict[str, Any] = dict(content[CONFIG_KEY])
+    node = load_node(config, node_config)
+    features, computed, seconds = _node_features(config, node)
+    head, loss = train_head(
+        record_to_arrays(_record(content, ARRAYS_KEY)),
+        features,
+        node.data.y,
+        steps=int(config["probe-local-steps"]),
+        lr=float(config["probe-lr"]),
+    )
+    metrics = {
+        "num-examples": len(node.data),
+        "probe-loss": loss,
+        "teacher-featurised": computed,
+        "teacher-seconds": seconds,
+    }
+    return RecordDict(
+        {ARRAYS_KEY: arrays_to_record(head), METRICS_KEY: MetricRecord(metrics)}  # type: ignore[arg-type]
+    )
+
+
+def train_student(content: RecordDict, node_config: dict[str, Any]) -> RecordDict:
+    """Train the student on (1 - kd-mu) * CE + kd-mu * T^2 * KL(teacher || student)."""
+    config: dict[str, Any] = dict(content[CONFIG_KEY])
+    node = load_node(config, node_config)
+    features, computed, seconds = _node_features(config, node)
+    teacher = head_logits(
+        torch.from_numpy(features), record_to_arrays(_record(content, TEACHER_HEAD_KEY))
+    )
+    device = resolve_device(node.device)
+    model = build_model(node.architecture, node.input_shape, node.num_classes)
+    model.load_state_dict(_record(content, ARRAYS_KEY).to_torch_state_dict())
+    cfg = TrainConfig.from_config(config)
+    gen = seeded_generator(int(config["data.seed"]), int(config["server-round"]), node.partition_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))  # dropout
+        metrics = train_classifier(
+            model, node.data.x, node.data.y, cfg, gen, device, teacher_logits=teacher
+        )
+    agree = float((teacher.argmax(1).numpy() == node.data.y).mean()) if len(node.data) else 0.0
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    reply_metrics = {
+        "num-examples": len(node.data),
+        **metrics,
+        "teacher-local-accuracy": agree,
+        "teacher-featurised": computed,
+        "teacher-seconds": seconds,
+        "partition-id": node.partition_id,
+    }
+    return RecordDict(
+        {ARRAYS_KEY: ArrayRecord(state), METRICS_KEY: MetricRecord(reply_metrics)}  # type: ignore[arg-type]
+    )
+
+
+def node_teacher(config: dict[str, Any], device: str = "") -> Teacher:
+    """The run's teacher on this node (memoised: simulation shares one process between nodes)."""
+    return _teacher(
+        str(config["teacher"]),
+        str(config["data.dataset"]),
+        tuple(int(d) for d in config["input-shape"]),
+        int(config["num-classes"]),
+        str(config.get("teacher-path", "")),
+        int(config.get("teacher-image-size", 64)),
+        str(config.get("clip-model", "ViT-B-32")),
+        str(resolve_device(device)),
+    )
+
+
+@lru_cache(maxsize=2)
+def _teacher(
+    name: str,
+    dataset: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    path: str,
+    image_size: int,
+    clip_model: str,
+    device: str,
+) -> Teacher:
+    return build_teacher(
+        name,
+        dataset=dataset,
+        input_shape=input_shape,  # type: ignore[arg-type]
+        num_classes=num_classes,
+        path=path,
+        image_size=image_size,
+        clip_model=clip_model,
+        device=device,
+    )
+
+
+def _node_features(config: dict[str, Any], node: NodeSetup) -> tuple[np.ndarray, int, float]:
+    t0 = time.perf_counter()
+    assert node.indices is not None
+    features, computed = teacher_features(
+        node_teacher(config, node.device),
+        node.data.x,
+        node.indices,
+        node.data_key,
+        node.cache_dir / "teachers",
+    )
+    return features, computed, time.perf_counter() - t0
+
+
+def _record(content: RecordDict, key: str) -> ArrayRecord:
+    record = content[key]
+    if not isinstance(record, ArrayRecord):
+        raise TypeError(f"'{key}' is {type(record).__name__}, not an ArrayRecord")
+    return record
