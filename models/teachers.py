@@ -319,7 +319,8 @@ class ClipTeacher(Teacher):
         tokenizer = open_clip.get_tokenizer(model_name)
         self.model = model.eval()
         self.device = torch.device(device)
-        self.size = int(getattr(model.visual, "image_size", (224, 224))[0])
+        size = getattr(model.visual, "image_size", 224)
+        self.size = int(size[0] if isinstance(size, tuple | list) else size)
         with torch.no_grad():
             text = model.encode_text(
                 tokenizer([f"a photo of a {c}." for c in class_names]).to(self.device)

@@ -28,6 +28,8 @@ class FedAvg(FederatedStrategy):
     name = "fedavg"
     # FMD sends the same round with its own message type and the teacher's head.
     train_message_type = TRAIN
+    # Client metrics reported as totals over the round's replies instead of weighted means.
+    summed_metrics: tuple[str, ...] = ()
 
     def train_config(self, server_round: int) -> dict[str, int | float | str | bool]:
         """Per-round config added to the node config; FedProx adds its ``proximal-mu``."""
@@ -103,13 +105,16 @@ class FedAvg(FederatedStrategy):
             groups.setdefault(self.nodes[node_id].architecture, []).append(replies[node_id])
         return dict(sorted(groups.items()))
 
-    @staticmethod
-    def _mean_metrics(replies: dict[int, TrainReply]) -> dict[str, float]:
+    def _mean_metrics(self, replies: dict[int, TrainReply]) -> dict[str, float]:
+        """Example-weighted means of the clients' metrics; totals for ``summed_metrics``."""
         total = sum(n for _, n, _ in replies.values())
         if total == 0:
             return {}
-        keys = set.intersection(*(set(m) for _, _, m in replies.values())) - {"num-examples"}
+        keys = set.intersection(*(set(m) for _, _, m in replies.values()))
+        keys -= {"num-examples", "partition-id"}  # ids, not quantities to average
         return {
-            k: float(np.sum([m[k] * n for _, n, m in replies.values()]) / total)
+            k: float(np.sum([m[k] for _, _, m in replies.values()]))
+            if k in self.summed_metrics
+            else float(np.sum([m[k] * n for _, n, m in replies.values()]) / total)
             for k in sorted(keys)
         }

@@ -76,6 +76,7 @@ class FMD(FedDF):
 
     name = "fmd"
     train_message_type = TRAIN_FMD
+    summed_metrics = ("teacher-featurised", "teacher-seconds")
 
     def __init__(  # type: ignore[no-untyped-def]
         self,
@@ -210,6 +211,8 @@ class FMD(FedDF):
         self.teacher_metrics = self._teacher_test_metrics(head)
         if history:
             report.metrics["probe-loss"] = history[-1]["probe-loss"]
+        for key in self.summed_metrics:  # the first probe round is where nodes featurise
+            report.metrics[f"probe-{key}"] = float(sum(h.get(key, 0.0) for h in history))
 
     def _probe_round(
         self,

@@ -50,6 +50,7 @@ def test_fmd_reports_the_teacher_and_keeps_the_head_in_the_checkpoint(one_class_
     r = rows(fmd)
     assert r[0]["train"]["teacher-accuracy"] == teacher["test"]["accuracy"]
     assert "probe-loss" in r[0]["train"] and "probe-loss" not in r[1]["train"]
+    assert r[0]["train"]["probe-teacher-featurised"] == 0  # pixels: nothing to cache
     # Round 1 also carries the 20 probe exchanges of the 31 KB head: more bytes than round 2.
     assert r[0]["bytes-down"] > r[1]["bytes-down"] + 20 * 10 * 784 * 10 * 4
     state = ServerState.load(fmd["paths"]["checkpoint-last"])
@@ -71,8 +72,10 @@ def test_resume_reuses_the_probed_head(tmp_path):
     assert "teacher-accuracy" in rows(resumed)[2]["train"]
 
 
-@pytest.mark.parametrize("ablation", ["teacher", "ensemble"])
-def test_server_side_distillation_ablation_runs(tmp_path, ablation):
+@pytest.mark.parametrize(
+    ("ablation", "models"), [("teacher", "cnn-small"), ("ensemble", "heterogeneous")]
+)
+def test_server_side_distillation_ablation_runs(tmp_path, ablation, models):
     s = run(
         tmp_path,
         {
@@ -83,8 +86,11 @@ def test_server_side_distillation_ablation_runs(tmp_path, ablation):
             "public-fraction": 0.2,
             "probe": "server",
             "fmd-server-distill": ablation,
+            "models": models,
         },
     )
     assert s["status"] == "completed"
     assert "distill-loss/cnn-small" in rows(s)[1]["train"]
+    if models == "heterogeneous":  # students of every architecture, each distilled
+        assert {"distill-loss/mlp", "distill-loss/cnn-large"} <= set(rows(s)[1]["train"])
     assert np.isfinite(s["final-accuracy"])
