@@ -28,6 +28,7 @@ import numpy as np
 from .teachers import LogitsFileTeacher, PixelTeacher, Teacher, header_key
 
 log = logging.getLogger(__name__)
+CHUNK = 8192  # images featurised between two saves
 
 
 def teacher_features(
@@ -55,15 +56,19 @@ def teacher_features(
     if (rows >= 0).all():
         return np.asarray(values[rows], dtype=np.float32), 0
     todo = np.flatnonzero(rows < 0)
-    fresh = teacher.features(images[todo]).astype(np.float16)
-    with _locked(base):
-        cached_idx, values = _read(base, header, teacher.feature_dim)  # others may have written
-        new = np.flatnonzero(_rows(cached_idx, indices[todo]) < 0)
-        new = new[np.sort(np.unique(indices[todo][new], return_index=True)[1])]  # no repeats
-        if len(new):
-            cached_idx = np.concatenate([cached_idx, indices[todo][new]])
-            values = np.concatenate([np.asarray(values), fresh[new]])
-            _write(base, header, cached_idx, values)
+    # Saved chunk by chunk: an interrupted featurisation (a long one on a small device) keeps
+    # what it had computed.
+    for start in range(0, len(todo), CHUNK):
+        chunk = todo[start : start + CHUNK]
+        fresh = teacher.features(images[chunk]).astype(np.float16)
+        with _locked(base):
+            cached_idx, values = _read(base, header, teacher.feature_dim)  # others may write
+            new = np.flatnonzero(_rows(cached_idx, indices[chunk]) < 0)
+            new = new[np.sort(np.unique(indices[chunk][new], return_index=True)[1])]
+            if len(new):
+                cached_idx = np.concatenate([cached_idx, indices[chunk][new]])
+                values = np.concatenate([np.asarray(values), fresh[new]])
+                _write(base, header, cached_idx, values)
     return np.asarray(values[_rows(cached_idx, indices)], dtype=np.float32), len(todo)
 
 

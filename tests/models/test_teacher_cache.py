@@ -85,3 +85,29 @@ def test_a_partition_reads_its_rows_from_a_cache_written_by_others(tmp_path, ima
 def test_images_and_indices_must_agree(tmp_path, images):
     with pytest.raises(ValueError, match="5 images but 4 indices"):
         teacher_features(CountingTeacher(), images[:5], np.arange(4), "data", tmp_path)
+
+
+def test_an_interrupted_featurisation_keeps_the_chunks_already_saved(
+    tmp_path, images, monkeypatch
+):
+    import models.teacher_cache as cache
+
+    monkeypatch.setattr(cache, "CHUNK", 10)
+    t = CountingTeacher()
+    calls = 0
+    features = t.features
+
+    def crash_on_third_chunk(x):
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt
+        return features(x)
+
+    monkeypatch.setattr(t, "features", crash_on_third_chunk)
+    idx = np.arange(50)
+    with pytest.raises(KeyboardInterrupt):
+        teacher_features(t, images, idx, "data", tmp_path)
+    fresh = CountingTeacher()
+    _, computed = teacher_features(fresh, images, idx, "data", tmp_path)
+    assert computed == 30  # the first two chunks of 10 survived
