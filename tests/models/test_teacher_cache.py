@@ -87,9 +87,7 @@ def test_images_and_indices_must_agree(tmp_path, images):
         teacher_features(CountingTeacher(), images[:5], np.arange(4), "data", tmp_path)
 
 
-def test_an_interrupted_featurisation_keeps_the_chunks_already_saved(
-    tmp_path, images, monkeypatch
-):
+def test_an_interrupted_featurisation_keeps_the_chunks_already_saved(tmp_path, images, monkeypatch):
     import models.teacher_cache as cache
 
     monkeypatch.setattr(cache, "CHUNK", 10)
