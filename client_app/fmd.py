@@ -18,8 +18,6 @@ from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from models.device import resolve_device
 from models.teacher_cache import teacher_features
 from models.teachers import Teacher, build_teacher, head_logits, train_head
-from models.training import TrainConfig, seeded_generator, train_classifier
-from models.zoo import build_model
 from strategies.fmd import TEACHER_HEAD_KEY
 from strategies.protocol import (
     ARRAYS_KEY,
@@ -29,6 +27,7 @@ from strategies.protocol import (
     record_to_arrays,
 )
 
+from .local import train_node
 from .node import NodeSetup, load_node
 
 
@@ -63,29 +62,16 @@ def train_student(content: RecordDict, node_config: dict[str, Any]) -> RecordDic
     teacher = head_logits(
         torch.from_numpy(features), record_to_arrays(_record(content, TEACHER_HEAD_KEY))
     )
-    device = resolve_device(node.device)
-    model = build_model(node.architecture, node.input_shape, node.num_classes)
-    model.load_state_dict(_record(content, ARRAYS_KEY).to_torch_state_dict())
-    cfg = TrainConfig.from_config(config)
-    gen = seeded_generator(int(config["data.seed"]), int(config["server-round"]), node.partition_id)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))  # dropout
-        metrics = train_classifier(
-            model, node.data.x, node.data.y, cfg, gen, device, teacher_logits=teacher
-        )
+    arrays, metrics = train_node(node, _record(content, ARRAYS_KEY), config, teacher)
     agree = float((teacher.argmax(1).numpy() == node.data.y).mean()) if len(node.data) else 0.0
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    reply_metrics = {
-        "num-examples": len(node.data),
-        **metrics,
-        "teacher-local-accuracy": agree,
-        "teacher-featurised": computed,
-        "teacher-seconds": seconds,
-        "partition-id": node.partition_id,
-    }
-    return RecordDict(
-        {ARRAYS_KEY: ArrayRecord(state), METRICS_KEY: MetricRecord(reply_metrics)}  # type: ignore[arg-type]
+    metrics.update(
+        {
+            "teacher-local-accuracy": agree,
+            "teacher-featurised": computed,
+            "teacher-seconds": seconds,
+        }
     )
+    return RecordDict({ARRAYS_KEY: arrays, METRICS_KEY: MetricRecord(metrics)})  # type: ignore[arg-type]
 
 
 def node_teacher(config: dict[str, Any], device: str = "") -> Teacher:

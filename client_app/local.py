@@ -29,7 +29,17 @@ def train_locally(
     arrays: ArrayRecord, config: dict[str, Any], node_config: dict[str, Any]
 ) -> tuple[ArrayRecord, dict[str, int | float]]:
     """Train from the received weights; return new weights and metrics (``num-examples``)."""
-    node = load_node(config, node_config)
+    return train_node(load_node(config, node_config), arrays, config)
+
+
+def train_node(
+    node: NodeSetup,
+    arrays: ArrayRecord,
+    config: dict[str, Any],
+    teacher_logits: torch.Tensor | None = None,
+) -> tuple[ArrayRecord, dict[str, int | float]]:
+    """Train the node's model from ``arrays`` on its data (with distillation from
+    ``teacher_logits`` when given: FMD)."""
     device = resolve_device(node.device)
     model = _model(node, arrays)
     cfg = TrainConfig.from_config(config)
@@ -37,7 +47,9 @@ def train_locally(
     gen = seeded_generator(int(config["data.seed"]), int(config["server-round"]), node.partition_id)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))  # dropout
-        metrics = train_classifier(model, node.data.x, node.data.y, cfg, gen, device)
+        metrics = train_classifier(
+            model, node.data.x, node.data.y, cfg, gen, device, teacher_logits=teacher_logits
+        )
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return ArrayRecord(state), {
         "num-examples": len(node.data),
