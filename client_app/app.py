@@ -6,10 +6,10 @@ Heavy imports (torch, the zoo) happen inside the handlers so that a node answeri
 
 from __future__ import annotations
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from strategies.protocol import ARRAYS_KEY, CONFIG_KEY, INFO_KEY, METRICS_KEY
+from strategies.protocol import ARRAYS_KEY, CONFIG_KEY, INFO_KEY, METRICS_KEY, array_record
 
 app = ClientApp()
 
@@ -37,7 +37,7 @@ def train(msg: Message, context: Context) -> Message:
     from .local import train_locally
 
     arrays, metrics = train_locally(
-        _arrays(msg),
+        array_record(msg.content, ARRAYS_KEY),
         dict(msg.content[CONFIG_KEY]),
         dict(context.node_config),
     )
@@ -53,7 +53,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     from .local import evaluate_locally
 
     metrics = evaluate_locally(
-        _arrays(msg),
+        array_record(msg.content, ARRAYS_KEY),
         dict(msg.content[CONFIG_KEY]),
         dict(context.node_config),
     )
@@ -92,10 +92,3 @@ def train_fmd(msg: Message, context: Context) -> Message:
     from .fmd import train_student
 
     return Message(train_student(msg.content, dict(context.node_config)), reply_to=msg)
-
-
-def _arrays(msg: Message) -> ArrayRecord:
-    record = msg.content[ARRAYS_KEY]
-    if not isinstance(record, ArrayRecord):
-        raise TypeError(f"'{ARRAYS_KEY}' is {type(record).__name__}, not an ArrayRecord")
-    return record

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, MetricRecord, RecordDict
+from flwr.app import MetricRecord, RecordDict
 
 from models.device import resolve_device
 from models.teacher_cache import teacher_features
@@ -23,6 +23,7 @@ from strategies.protocol import (
     ARRAYS_KEY,
     CONFIG_KEY,
     METRICS_KEY,
+    array_record,
     arrays_to_record,
     record_to_arrays,
 )
@@ -37,7 +38,7 @@ def probe_round(content: RecordDict, node_config: dict[str, Any]) -> RecordDict:
     node = load_node(config, node_config)
     features, computed, seconds = _node_features(config, node)
     head, loss = train_head(
-        record_to_arrays(_record(content, ARRAYS_KEY)),
+        record_to_arrays(array_record(content, ARRAYS_KEY)),
         features,
         node.data.y,
         steps=int(config["probe-local-steps"]),
@@ -60,9 +61,9 @@ def train_student(content: RecordDict, node_config: dict[str, Any]) -> RecordDic
     node = load_node(config, node_config)
     features, computed, seconds = _node_features(config, node)
     teacher = head_logits(
-        torch.from_numpy(features), record_to_arrays(_record(content, TEACHER_HEAD_KEY))
+        torch.from_numpy(features), record_to_arrays(array_record(content, TEACHER_HEAD_KEY))
     )
-    arrays, metrics = train_node(node, _record(content, ARRAYS_KEY), config, teacher)
+    arrays, metrics = train_node(node, array_record(content, ARRAYS_KEY), config, teacher)
     agree = float((teacher.argmax(1).numpy() == node.data.y).mean()) if len(node.data) else 0.0
     metrics.update(
         {
@@ -122,10 +123,3 @@ def _node_features(config: dict[str, Any], node: NodeSetup) -> tuple[np.ndarray,
         node.cache_dir / "teachers",
     )
     return features, computed, time.perf_counter() - t0
-
-
-def _record(content: RecordDict, key: str) -> ArrayRecord:
-    record = content[key]
-    if not isinstance(record, ArrayRecord):
-        raise TypeError(f"'{key}' is {type(record).__name__}, not an ArrayRecord")
-    return record

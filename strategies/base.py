@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from typing import Any, TypeVar
@@ -31,6 +31,12 @@ from .validation import InvalidReply, check_no_error
 
 T = TypeVar("T")
 ConfigValue = Any
+
+
+def require_choice(key: str, value: str, allowed: Sequence[str]) -> None:
+    """A strategy setting must be one of ``allowed``; the error names the key and the options."""
+    if value not in allowed:
+        raise ValueError(f"{key}={value!r} is unknown; allowed: {', '.join(allowed)}")
 
 
 class FederationError(RuntimeError):
@@ -76,6 +82,15 @@ class RoundReport:
             b[0] += ex.bytes_down.get(node, 0)
             b[1] += ex.bytes_up.get(node, 0)
         self.dropped.update(ex.dropped)
+
+    def merge(self, other: RoundReport) -> None:
+        """Add another phase's bytes, drops and metrics (FMD: the probe phase of round 1)."""
+        for key, (down, up) in other.bytes.items():
+            b = self.bytes.setdefault(key, [0, 0])
+            b[0] += down
+            b[1] += up
+        self.dropped.update(other.dropped)
+        self.metrics.update(other.metrics)
 
 
 class FederatedStrategy(ABC):

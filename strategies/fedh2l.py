@@ -23,7 +23,7 @@ from flwr.supercore import log
 
 from federated_data import ArrayDataset
 
-from .base import FederatedStrategy, FederationError, RoundReport
+from .base import FederatedStrategy, FederationError, RoundReport, require_choice
 from .protocol import CONFIG_KEY, METRICS_KEY, arrays_to_record
 from .state import ServerState
 from .topology import leave_one_out_means, neighbours
@@ -76,8 +76,7 @@ class FedH2L(FederatedStrategy):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if relay not in RELAYS:
-            raise ValueError(f"relay={relay!r} is unknown; allowed: {', '.join(RELAYS)}")
+        require_choice("relay", relay, RELAYS)
         self.num_classes = num_classes
         self.seed_per_class = seed_per_class
         self.topology = topology

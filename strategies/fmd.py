@@ -33,7 +33,7 @@ from models.teachers import Teacher, head_logits, train_head
 from models.training import score_logits
 
 from .aggregate import weighted_average
-from .base import FederatedStrategy, RoundReport
+from .base import FederatedStrategy, RoundReport, require_choice
 from .fedavg import TrainReply
 from .feddf import FedDF
 from .protocol import ARRAYS_KEY, CONFIG_KEY, arrays_to_record
@@ -93,13 +93,8 @@ class FMD(FedDF):
         server_distill: str = "none",
         **kwargs,
     ) -> None:
-        if probe not in PROBES:
-            raise ValueError(f"probe={probe!r} is unknown; allowed: {', '.join(PROBES)}")
-        if server_distill not in SERVER_DISTILL:
-            raise ValueError(
-                f"fmd-server-distill={server_distill!r} is unknown; "
-                f"allowed: {', '.join(SERVER_DISTILL)}"
-            )
+        require_choice("probe", probe, PROBES)
+        require_choice("fmd-server-distill", server_distill, SERVER_DISTILL)
         needs_features = probe == "server" or server_distill == "teacher"
         if needs_features and public_features is None:
             raise ValueError("probe=server and fmd-server-distill=teacher need public features")
@@ -120,9 +115,6 @@ class FMD(FedDF):
         self.teacher_metrics: dict[str, float] = {}
         self.active_head: Arrays = {}
 
-    def train_config(self, server_round: int) -> dict[str, int | float | str | bool]:
-        return {**super().train_config(server_round), "proximal-mu": 0.0}
-
     # ----------------------------------------------------------------- rounds
 
     def train_round(
@@ -135,12 +127,7 @@ class FMD(FedDF):
             self.teacher_metrics = self._teacher_test_metrics(self._head(state))
         self.active_head = self._head(state)
         state, report = super().train_round(grid, state, server_round)
-        for partition, (down, up) in probe_report.bytes.items():
-            b = report.bytes.setdefault(partition, [0, 0])
-            b[0] += down
-            b[1] += up
-        report.dropped.update(probe_report.dropped)
-        report.metrics.update(probe_report.metrics)
+        report.merge(probe_report)
         if self.teacher_metrics:
             report.metrics["teacher-accuracy"] = self.teacher_metrics["accuracy"]
         return state, report

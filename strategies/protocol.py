@@ -36,5 +36,13 @@ def arrays_to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord(OrderedDict((k, Array(np.asarray(v, order="C"))) for k, v in arrays.items()))
 
 
+def array_record(content: RecordDict, key: str) -> ArrayRecord:
+    """``content[key]``, which must be an ArrayRecord (a client's check of a server message)."""
+    record = content[key]
+    if not isinstance(record, ArrayRecord):
+        raise TypeError(f"'{key}' is {type(record).__name__}, not an ArrayRecord")
+    return record
+
+
 def record_to_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {k: record[k].numpy() for k in record}
