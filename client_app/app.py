@@ -92,3 +92,20 @@ def train_fmd(msg: Message, context: Context) -> Message:
     from .fmd import train_student
 
     return Message(train_student(msg.content, dict(context.node_config)), reply_to=msg)
+
+
+@app.train("generator")
+def train_generator(msg: Message, context: Context) -> Message:
+    """Mosaic: train this node's generator once (cached on the node); reply it with
+    synthetic prototypes."""
+    from .mosaic import train_generator as run
+
+    return Message(run(msg.content, dict(context.node_config)), reply_to=msg)
+
+
+@app.query("prototypes")
+def query_prototypes(msg: Message, context: Context) -> Message:
+    """Mosaic: per-class k-means centroids of the global model's features of local data."""
+    from .mosaic import feature_prototypes
+
+    return Message(feature_prototypes(msg.content, dict(context.node_config)), reply_to=msg)

@@ -19,7 +19,7 @@ from models.zoo import build_model
 from .node import NodeSetup, load_node
 
 
-def _model(node: NodeSetup, arrays: ArrayRecord) -> torch.nn.Module:
+def node_model(node: NodeSetup, arrays: ArrayRecord) -> torch.nn.Module:
     model = build_model(node.architecture, node.input_shape, node.num_classes)
     model.load_state_dict(arrays.to_torch_state_dict())
     return model
@@ -41,7 +41,7 @@ def train_node(
     """Train the node's model from ``arrays`` on its data (with distillation from
     ``teacher_logits`` when given: FMD)."""
     device = resolve_device(node.device)
-    model = _model(node, arrays)
+    model = node_model(node, arrays)
     cfg = TrainConfig.from_config(config)
     # Seeded by (run seed, round, partition): the same on every machine and after a resume.
     gen = seeded_generator(int(config["data.seed"]), int(config["server-round"]), node.partition_id)
@@ -62,6 +62,6 @@ def evaluate_locally(
     arrays: ArrayRecord, config: dict[str, Any], node_config: dict[str, Any]
 ) -> dict[str, int | float]:
     node = load_node(config, node_config)
-    model = _model(node, arrays)
+    model = node_model(node, arrays)
     metrics = evaluate_classifier(model, node.data.x, node.data.y, resolve_device(node.device))
     return {"num-examples": len(node.data), **metrics}

@@ -15,12 +15,15 @@ import yaml
 from federated_data.partition import PARTITIONERS
 from federated_data.sources import SOURCES
 from models.assignment import parse_assignment
+from models.generators import DIVERSITY_PRIORS, GENERATOR_KINDS
 from models.teachers import TEACHERS
+from models.zoo import ARCHITECTURES
 from strategies.fedh2l import ALIGNMENTS, POSTERIOR_DTYPES, RELAYS
 from strategies.fmd import PROBES, SERVER_DISTILL
+from strategies.mosaic import PROTOTYPE_KINDS
 from strategies.topology import TOPOLOGIES
 
-METHODS = ("fedavg", "fedprox", "feddf", "fedh2l", "fmd")
+METHODS = ("fedavg", "fedprox", "feddf", "fedh2l", "fmd", "mosaic")
 APP_DIR = Path(__file__).resolve().parent.parent
 
 DEFAULTS: dict[str, Any] = {
@@ -72,6 +75,30 @@ DEFAULTS: dict[str, Any] = {
     "kd-mu": 0.5,
     "kd-temperature": 4.0,
     "fmd-server-distill": "none",
+    "mosaic-distill-round": 0,
+    "mosaic-one-shot": False,
+    "generator": "unconditional",
+    "generator-z-dim": 100,
+    "generator-width": 32,
+    "generator-steps": 400,
+    "generator-batch-size": 64,
+    "generator-lr": 0.0002,
+    "generator-diversity-weight": 5.0,
+    "generator-diversity-prior": "client",
+    "generator-aux-model": "cnn-small",
+    "generator-aux-steps": 200,
+    "prototypes": "auto",
+    "prototypes-per-class": 10,
+    "prototype-min-cluster": 5,
+    "prototype-confidence": 0.8,
+    "meta-steps": 300,
+    "meta-lr": 0.001,
+    "meta-ema": 0.99,
+    "mosaic-distill-steps": 300,
+    "mosaic-distill-lr": 0.0001,
+    "samples-per-generator": 32,
+    "mosaic-finetune-lr-scale": 0.01,
+    "mosaic-pool-size": 2000,
     "seed": 0,
     "output-dir": "outputs",
     "run-name": "",
@@ -92,6 +119,10 @@ CHOICES = {
     "teacher": TEACHERS,
     "probe": PROBES,
     "fmd-server-distill": SERVER_DISTILL,
+    "generator": GENERATOR_KINDS,
+    "generator-diversity-prior": DIVERSITY_PRIORS,
+    "generator-aux-model": tuple(ARCHITECTURES),
+    "prototypes": PROTOTYPE_KINDS,
 }
 # key: (lowest, highest, inclusive low) -- None means unbounded
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
@@ -128,6 +159,25 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "probe-lr": (0.0, None, False),
     "kd-mu": (0.0, 1.0, True),
     "kd-temperature": (0.0, None, False),
+    "mosaic-distill-round": (0, None, True),
+    "generator-z-dim": (1, None, True),
+    "generator-width": (1, None, True),
+    "generator-steps": (1, None, True),
+    "generator-batch-size": (2, None, True),
+    "generator-lr": (0.0, None, False),
+    "generator-diversity-weight": (0.0, None, True),
+    "generator-aux-steps": (0, None, True),
+    "prototypes-per-class": (1, None, True),
+    "prototype-min-cluster": (1, None, True),
+    "prototype-confidence": (0.0, 1.0, True),
+    "meta-steps": (1, None, True),
+    "meta-lr": (0.0, None, False),
+    "meta-ema": (0.0, 1.0, True),
+    "mosaic-distill-steps": (0, None, True),
+    "mosaic-distill-lr": (0.0, None, False),
+    "samples-per-generator": (1, None, True),
+    "mosaic-finetune-lr-scale": (0.0, 1.0, False),
+    "mosaic-pool-size": (2, None, True),
 }
 
 
@@ -187,6 +237,30 @@ class ExperimentConfig:
     kd_mu: float
     kd_temperature: float
     fmd_server_distill: str
+    mosaic_distill_round: int
+    mosaic_one_shot: bool
+    generator: str
+    generator_z_dim: int
+    generator_width: int
+    generator_steps: int
+    generator_batch_size: int
+    generator_lr: float
+    generator_diversity_weight: float
+    generator_diversity_prior: str
+    generator_aux_model: str
+    generator_aux_steps: int
+    prototypes: str
+    prototypes_per_class: int
+    prototype_min_cluster: int
+    prototype_confidence: float
+    meta_steps: int
+    meta_lr: float
+    meta_ema: float
+    mosaic_distill_steps: int
+    mosaic_distill_lr: float
+    samples_per_generator: int
+    mosaic_finetune_lr_scale: float
+    mosaic_pool_size: int
     seed: int
     output_dir: str
     run_name: str
@@ -251,6 +325,33 @@ def read_experiment(path_str: str) -> dict[str, Any]:
     return data
 
 
+def _check_mosaic(out: dict[str, Any]) -> None:
+    rounds, event = out["num-server-rounds"], out["mosaic-distill-round"]
+    if out["mosaic-one-shot"]:
+        if rounds != 1 or event > 1:
+            raise ConfigError(
+                "mosaic-one-shot=true is a single communication round that ends with the "
+                f"distillation: set num-server-rounds=1 (got {rounds}) and leave "
+                f"mosaic-distill-round at 0 or 1 (got {event})"
+            )
+    elif event > rounds:
+        raise ConfigError(
+            f"mosaic-distill-round={event} is after the last round (num-server-rounds={rounds})"
+        )
+    if out["prototypes"] == "features" and len(set(parse_assignment(out["models"]))) > 1:
+        raise ConfigError(
+            "prototypes='features' (penultimate-feature centroids) needs one architecture; "
+            "use 'synthetic' or 'auto' with heterogeneous models"
+        )
+
+
+def mosaic_distill_round(cfg: ExperimentConfig) -> int:
+    """The event's round: 1 in one-shot mode, else ``mosaic-distill-round`` or the middle."""
+    if cfg.mosaic_one_shot:
+        return 1
+    return cfg.mosaic_distill_round or max(1, cfg.num_server_rounds // 2)
+
+
 def validate(values: dict[str, Any]) -> ExperimentConfig:
     out: dict[str, Any] = {}
     for key, default in DEFAULTS.items():
@@ -311,6 +412,8 @@ def validate(values: dict[str, Any]) -> ExperimentConfig:
             )
         if out["teacher"] in ("logits-file", "clip") and not out["teacher-path"]:
             raise ConfigError(f"teacher={out['teacher']!r} needs teacher-path (a local file)")
+    if out["method"] == "mosaic":
+        _check_mosaic(out)
     if out["topology-degree"] % 2:
         raise ConfigError(f"topology-degree={out['topology-degree']} must be even")
     if out["clients-per-round"] and out["clients-per-round"] < out["min-nodes"]:

@@ -7,6 +7,7 @@
         metrics.jsonl        one JSON object per completed round
         summary.json         final and best metrics, paths, versions, status
         plots/*.png          accuracy, loss, bytes per round, label distribution per client
+        samples/*.png        generated images (Mosaic: a grid per client generator)
         checkpoints/last.npz, best.npz
 """
 
@@ -61,6 +62,7 @@ class RunDirectory:
             )
         self.checkpoints = self.path / "checkpoints"
         self.plots = self.path / "plots"
+        self.samples = self.path / "samples"
         for d in (self.path, self.checkpoints, self.plots):
             d.mkdir(parents=True, exist_ok=True)
         (self.path / "config.yaml").write_text(yaml.safe_dump(cfg.as_dict(), sort_keys=False))

@@ -84,6 +84,20 @@ def plot_label_distribution(counts: dict[int, list[int]], out_path: Path) -> Pat
     return _save(fig, out_path, plt)
 
 
+def save_image_grid(images: np.ndarray, out_path: Path, columns: int = 8) -> Path:
+    """uint8 images (N, C, H, W) as one PNG grid, without axes."""
+    plt = _pyplot()
+    n, c, h, w = images.shape
+    rows = -(-n // columns)
+    grid = np.zeros((rows * h, columns * w, c), dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, col = divmod(i, columns)
+        grid[r * h : (r + 1) * h, col * w : (col + 1) * w] = img.transpose(1, 2, 0)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    plt.imsave(out_path, grid[..., 0] if c == 1 else grid, cmap="gray" if c == 1 else None)
+    return out_path
+
+
 def _save(fig, path: Path, plt) -> Path:  # type: ignore[no-untyped-def]
     fig.tight_layout()
     fig.savefig(path, dpi=100)

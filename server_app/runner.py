@@ -19,6 +19,7 @@ from flwr.supercore import log
 
 from federated_data import DataSpec, Federation
 from models.device import resolve_device
+from models.generators import GeneratorConfig
 from models.teacher_cache import teacher_features
 from models.teachers import LogitsFileTeacher, build_teacher
 from models.zoo import build_model, count_flops, count_parameters
@@ -28,11 +29,29 @@ from strategies.feddf import FedDF
 from strategies.fedh2l import FedH2L
 from strategies.fedprox import FedProx
 from strategies.fmd import FMD
+from strategies.mosaic import Mosaic
 from strategies.state import ServerState
 
-from .config import ExperimentConfig
+from .config import ExperimentConfig, mosaic_distill_round
 from .outputs import RunDirectory
-from .plots import plot_label_distribution, plot_rounds
+from .plots import plot_label_distribution, plot_rounds, save_image_grid
+
+# What a Mosaic client needs to build its generator and its prototypes.
+MOSAIC_NODE_KEYS = (
+    "generator",
+    "generator-z-dim",
+    "generator-width",
+    "generator-steps",
+    "generator-batch-size",
+    "generator-lr",
+    "generator-diversity-weight",
+    "generator-diversity-prior",
+    "generator-aux-model",
+    "generator-aux-steps",
+    "prototypes-per-class",
+    "prototype-min-cluster",
+    "prototype-confidence",
+)
 
 
 def data_spec(cfg: ExperimentConfig) -> DataSpec:
@@ -63,6 +82,7 @@ def node_config(cfg: ExperimentConfig, fed: Federation) -> dict[str, Any]:
         "clip-model": cfg.clip_model,
         "kd-mu": cfg.kd_mu,
         "kd-temperature": cfg.kd_temperature,
+        **{key: getattr(cfg, key.replace("-", "_")) for key in MOSAIC_NODE_KEYS},
     }
 
 
@@ -102,6 +122,27 @@ def build_strategy(
     }
     if cfg.method == "fmd":
         return FMD(**fmd_teacher_inputs(cfg, fed, device), **distillation, **common)
+    if cfg.method == "mosaic":
+        del distillation["public_x"]  # data-free: distils on generator samples
+        return Mosaic(
+            num_classes=fed.num_classes,
+            input_shape=fed.input_shape,
+            generator_config=GeneratorConfig.from_config(node_config(cfg, fed)),
+            test=fed.test,
+            distill_round=mosaic_distill_round(cfg),
+            prototypes=cfg.prototypes,
+            prototypes_per_class=cfg.prototypes_per_class,
+            meta_steps=cfg.meta_steps,
+            meta_lr=cfg.meta_lr,
+            meta_ema=cfg.meta_ema,
+            mosaic_distill_steps=cfg.mosaic_distill_steps,
+            mosaic_distill_lr=cfg.mosaic_distill_lr,
+            samples_per_generator=cfg.samples_per_generator,
+            finetune_lr_scale=cfg.mosaic_finetune_lr_scale,
+            pool_size=cfg.mosaic_pool_size,
+            **distillation,
+            **common,
+        )
     return FedDF(**distillation, **common)
 
 
@@ -210,6 +251,8 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
                 "seconds-round": round(t1 - t0, 3),
                 "seconds-evaluate": round(time.time() - t1, 3),
             }
+            for name, images in strategy.take_images().items():
+                save_image_grid(images, run_dir.samples / f"{name}-round{server_round}.png")
             rows.append(row)
             run_dir.append_metrics(row)  # metrics first: a resume cuts rows past the checkpoint
             state.save(last)

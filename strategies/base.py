@@ -148,6 +148,11 @@ class FederatedStrategy(ABC):
         log(INFO, "\t│   ├── clients per round: %s", per_round)
         log(INFO, "\t│   └── round timeout: %.0f s", self.round_timeout)
 
+    def take_images(self) -> dict[str, np.ndarray]:
+        """Images produced since the last call, to be saved as grids (Mosaic: generator
+        samples); name -> uint8 (N, C, H, W)."""
+        return {}
+
     def extra_summary(self, input_shape: tuple[int, int, int]) -> dict[str, Any]:
         """Method-specific entries for ``summary.json`` (FMD: the teacher)."""
         return {}

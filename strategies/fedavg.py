@@ -60,12 +60,13 @@ class FedAvg(FederatedStrategy):
                 )
                 continue
             state.models[arch] = weighted_average([a for a, _, _ in replies], weights)
-        self.after_aggregation(state, ex.replies, server_round, report)
+        self.after_aggregation(grid, state, ex.replies, server_round, report)
         state.round = server_round
         return state, report
 
     def after_aggregation(
         self,
+        grid: Grid,
         state: ServerState,
         replies: dict[int, TrainReply],
         server_round: int,

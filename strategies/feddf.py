@@ -13,6 +13,7 @@ from logging import INFO
 
 import numpy as np
 import torch
+from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from models.training import distill, predict_logits, seeded_generator
@@ -65,6 +66,7 @@ class FedDF(FedAvg):
 
     def after_aggregation(
         self,
+        grid: Grid,
         state: ServerState,
         replies: dict[int, TrainReply],
         server_round: int,

@@ -137,13 +137,14 @@ class FMD(FedDF):
 
     def after_aggregation(
         self,
+        grid: Grid,
         state: ServerState,
         replies: dict[int, TrainReply],
         server_round: int,
         report: RoundReport,
     ) -> None:
         if self.server_distill != "none":
-            super().after_aggregation(state, replies, server_round, report)
+            super().after_aggregation(grid, state, replies, server_round, report)
 
     def distillation_targets(self, replies: dict[int, TrainReply]) -> torch.Tensor:
         if self.server_distill == "ensemble":

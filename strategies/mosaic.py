@@ -1,0 +1,500 @@
+"""Mosaic: data-free knowledge distillation through a Mixture-of-Experts of client knowledge,
+with local generators [Mosaic, arXiv:2505.19699; spec ``mosaic.md``].
+
+Rounds are FedAvg (one global model per architecture). At the distillation round (the middle of
+the run by default; round 1 of 1 in one-shot mode), after averaging:
+
+1. every client trains a generator on its data once (``train.generator``) and uploads it with a
+   few confident synthetic prototypes; the discriminator and the auxiliary classifier stay on
+   the client;
+2. the server builds one expert per class from the round's client models, weighted by label
+   counts: parameter averages when clients share one architecture (the reference's faithful
+   mode), output-space mixtures otherwise (``models/experts.py``);
+3. the meta model learns to fuse the experts' logits on the prototypes (synthetic images, or
+   with one architecture the faithful ``query.prototypes`` k-means centroids of penultimate
+   features of real examples);
+4. every architecture's global model is distilled toward the (EMA) meta model on fresh batches
+   from all client generators: ``0.8 KL + 0.2 CE + 1.0 JS``, student in eval mode.
+
+Accuracy just before and right after the distillation is reported in the round's metrics.
+Later rounds are FedAvg again (client lr scaled by ``mosaic-finetune-lr-scale``); with several
+architectures every round after the event also distils each group toward the ensemble of all
+client models FedDF-style, on a fresh pool of generator samples instead of public data.
+"""
+
+from __future__ import annotations
+
+from logging import INFO
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore import log
+from torch import nn
+
+from federated_data import ArrayDataset
+from models.experts import (
+    ExpertPanel,
+    MetaModel,
+    distill_toward,
+    expert_weights,
+    last_linear,
+    train_meta,
+)
+from models.generators import Generator, GeneratorConfig, generate, to_uint8
+from models.training import evaluate_classifier, images_to_tensor, score_logits, seeded_generator
+
+from .aggregate import weighted_average
+from .base import FederationError, NodeInfo, RoundReport, require_choice
+from .fedavg import TrainReply
+from .feddf import FedDF
+from .protocol import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, arrays_to_record, record_to_arrays
+from .state import Arrays, ServerState
+from .validation import InvalidReply, check_arrays, check_no_error, check_num_examples
+
+TRAIN_GENERATOR = "train.generator"
+QUERY_PROTOTYPES = "query.prototypes"
+GENERATOR_KEY = "generator"
+PROTOTYPES_KEY = "prototypes"
+PROTOTYPE_KINDS = ("auto", "features", "synthetic")
+
+
+class Mosaic(FedDF):
+    """FedAvg rounds around one Mixture-of-Experts distillation event.
+
+    Parameters
+    ----------
+    num_classes : int
+    input_shape : tuple[int, int, int]
+    generator_config : GeneratorConfig
+        Must match what the clients build (the server validates uploads against it).
+    test : ArrayDataset
+        Held-out split, used only to *report* the meta model's and the pre-distillation
+        accuracy; nothing trains on it.
+    distill_round : int (default: 1)
+        Round whose end holds the distillation event.
+    prototypes : str (default: "auto")
+        ``synthetic``, ``features`` (one architecture only) or ``auto`` (``features`` when the
+        clients share one architecture).
+    prototypes_per_class : int (default: 10)
+        Most prototypes a client may send per class (replies with more are dropped).
+    meta_steps, meta_lr, meta_ema : int, float, float (defaults: 300, 1e-3, 0.99)
+    mosaic_distill_steps, mosaic_distill_lr : int, float (defaults: 300, 1e-4)
+        Adam steps and learning rate of the event's distillation.
+    samples_per_generator : int (default: 32)
+        Images drawn from each client generator per distillation step.
+    finetune_lr_scale : float (default: 0.01)
+        Client learning rate after the event, as a fraction of ``lr`` (the reference fine-tunes
+        at 1e-4 after training at 1e-2: local steps at the full rate would undo the
+        distillation under strong skew).
+    pool_size : int (default: 2000)
+        Generator samples per round for the FedDF-style cross-architecture distillation after
+        the event (several architectures only).
+    **kwargs
+        FedDF's distillation settings (``distill_steps`` etc.) and the base strategy's.
+    """
+
+    name = "mosaic"
+    uses_public_split = False  # data-free: generators replace the public split
+
+    def __init__(  # type: ignore[no-untyped-def]
+        self,
+        *,
+        num_classes: int,
+        input_shape: tuple[int, int, int],
+        generator_config: GeneratorConfig,
+        test: ArrayDataset,
+        distill_round: int = 1,
+        prototypes: str = "auto",
+        prototypes_per_class: int = 10,
+        meta_steps: int = 300,
+        meta_lr: float = 1e-3,
+        meta_ema: float = 0.99,
+        mosaic_distill_steps: int = 300,
+        mosaic_distill_lr: float = 1e-4,
+        samples_per_generator: int = 32,
+        finetune_lr_scale: float = 0.01,
+        pool_size: int = 2000,
+        **kwargs,
+    ) -> None:
+        require_choice("prototypes", prototypes, PROTOTYPE_KINDS)
+        kwargs.setdefault("public_x", np.zeros((0, *input_shape), np.uint8))
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.input_shape = input_shape
+        self.generator_config = generator_config
+        self.test = test
+        self.distill_round = distill_round
+        self.prototypes = prototypes
+        self.prototypes_per_class = prototypes_per_class
+        self.meta_steps = meta_steps
+        self.meta_lr = meta_lr
+        self.meta_ema = meta_ema
+        self.mosaic_distill_steps = mosaic_distill_steps
+        self.mosaic_distill_lr = mosaic_distill_lr
+        self.samples_per_generator = samples_per_generator
+        self.finetune_lr_scale = finetune_lr_scale
+        self.pool_size = pool_size
+        # partition id -> (generator, label counts); rebuilt from the state after a resume
+        self.generators: dict[int, tuple[Generator, np.ndarray]] = {}
+        self.event: dict[str, Any] = {}
+        self.pending_images: dict[str, np.ndarray] = {}
+
+    # ----------------------------------------------------------------- rounds
+
+    def train_config(self, server_round: int) -> dict[str, int | float | str | bool]:
+        config = super().train_config(server_round)
+        if server_round > self.distill_round:
+            config["lr"] = float(self.node_config["lr"]) * self.finetune_lr_scale
+        return config
+
+    def train_round(
+        self, grid: Grid, state: ServerState, server_round: int
+    ) -> tuple[ServerState, RoundReport]:
+        if not self.generators:
+            self._restore_generators(state)
+        return super().train_round(grid, state, server_round)
+
+    def after_aggregation(
+        self,
+        grid: Grid,
+        state: ServerState,
+        replies: dict[int, TrainReply],
+        server_round: int,
+        report: RoundReport,
+    ) -> None:
+        heterogeneous = len({self.nodes[n].architecture for n in replies}) > 1
+        if server_round == self.distill_round and "distilled-round" not in state.extra:
+            self._distillation_event(grid, state, replies, server_round, report)
+        elif self.generators and heterogeneous:
+            self.public_x = self._synthetic_pool(server_round)
+            super().after_aggregation(grid, state, replies, server_round, report)
+
+    def target_name(self, replies: dict[int, TrainReply]) -> str:
+        return f"{super().target_name(replies)} on {len(self.public_x)} generator samples"
+
+    # ----------------------------------------------------------------- the event
+
+    def _distillation_event(
+        self,
+        grid: Grid,
+        state: ServerState,
+        replies: dict[int, TrainReply],
+        server_round: int,
+        report: RoundReport,
+    ) -> None:
+        archs = {self.nodes[n].architecture for n in replies}
+        kind = self.prototypes
+        if kind == "auto":
+            kind = "features" if len(archs) == 1 else "synthetic"
+        if kind == "features" and len(archs) > 1:
+            raise FederationError(
+                f"prototypes=features needs one architecture; clients use {sorted(archs)}"
+            )
+        protos = self._generator_phase(grid, state, sorted(replies), server_round, report)
+        if kind == "features":
+            arch = next(iter(archs))
+            protos = self._feature_prototypes(
+                grid, state, arch, sorted(replies), server_round, report
+            )
+        if not len(protos["y"]):
+            raise FederationError(f"round {server_round}: no client sent a usable prototype")
+        order = sorted(replies, key=lambda n: self.nodes[n].partition_id)
+        panel = self._experts([replies[n][0] for n in order], [self.nodes[n] for n in order])
+        proto_tokens = (
+            panel.head_tokens(torch.from_numpy(protos["x"]))
+            if kind == "features"
+            else panel.tokens(images_to_tensor(protos["x"]))
+        )
+        meta, ema, meta_metrics = train_meta(
+            proto_tokens,
+            torch.from_numpy(protos["y"]),
+            self.num_classes,
+            steps=self.meta_steps,
+            lr=self.meta_lr,
+            ema_decay=self.meta_ema,
+            seed=self.seed,
+        )
+        test_tokens = panel.tokens(images_to_tensor(self.test.x))
+        event: dict[str, Any] = {
+            "round": server_round,
+            "prototypes": kind,
+            "num-prototypes": len(protos["y"]),
+            "experts": "output-space" if panel.output_space else "parameter-space",
+            **meta_metrics,
+            "meta-test-accuracy": _accuracy(meta, test_tokens, self.test.y),
+            "meta-ema-test-accuracy": _accuracy(ema, test_tokens, self.test.y),
+            # What the count-weighted experts give without a meta model: the mean of the tokens.
+            "expert-mean-test-accuracy": score_logits(test_tokens.mean(1), self.test.y)["accuracy"],
+        }
+        order_archs = sorted(archs)
+        students = [self.load_model(arch, state.models[arch]) for arch in order_archs]
+        for arch in order_archs:
+            event[f"pre-distill-accuracy/{arch}"] = self._test_accuracy(arch, state)
+        losses = self._distill(students, panel, ema, server_round)
+        for arch, student, loss in zip(order_archs, students, losses, strict=True):
+            state.models[arch] = {
+                k: v.detach().cpu().numpy().copy() for k, v in student.state_dict().items()
+            }
+            event[f"distill-loss/{arch}"] = loss
+            event[f"post-distill-accuracy/{arch}"] = self._test_accuracy(arch, state)
+        for key in ("pre-distill-accuracy", "post-distill-accuracy"):
+            event[key] = float(np.mean([event[f"{key}/{a}"] for a in archs]))
+        self.event = event
+        state.extra["distilled-round"] = server_round
+        state.extra["mosaic-event"] = event
+        report.metrics.update({k: v for k, v in event.items() if isinstance(v, int | float)})
+        log(
+            INFO,
+            "Round %d: Mosaic distillation (%s experts, %d %s prototypes): meta model test "
+            "accuracy %.4f (EMA %.4f); global accuracy %.4f before -> %.4f after",
+            server_round,
+            event["experts"],
+            event["num-prototypes"],
+            kind,
+            event["meta-test-accuracy"],
+            event["meta-ema-test-accuracy"],
+            event["pre-distill-accuracy"],
+            event["post-distill-accuracy"],
+        )
+
+    def _experts(self, client_arrays: list[Arrays], infos: list[NodeInfo]) -> ExpertPanel:
+        """One expert per class, weighted by label counts: parameter averages when the clients
+        share one architecture, output-space mixtures of the client models otherwise."""
+        w = expert_weights(np.array([i.label_counts for i in infos], dtype=np.float64))
+        archs = {i.architecture for i in infos}
+        if len(archs) == 1:
+            arch = next(iter(archs))
+            experts = [
+                self.load_model(arch, weighted_average(client_arrays, list(w[:, c])))
+                for c in range(self.num_classes)
+            ]
+            return ExpertPanel(experts, None)
+        models = [
+            self.load_model(i.architecture, a) for a, i in zip(client_arrays, infos, strict=True)
+        ]
+        return ExpertPanel(models, w)
+
+    def _distill(
+        self, students: list[nn.Module], panel: ExpertPanel, meta: MetaModel, server_round: int
+    ) -> list[float]:
+        """Distil the students toward the meta model over the experts, on fresh batches of
+        ``samples_per_generator`` images from every client generator."""
+        gen = seeded_generator(self.seed, server_round, 0xD15)
+        return distill_toward(
+            [s.to(self.device) for s in students],
+            lambda: self._sample(self.samples_per_generator, gen).to(self.device),
+            lambda x: meta(panel.tokens(x)),
+            steps=self.mosaic_distill_steps,
+            lr=self.mosaic_distill_lr,
+        )
+
+    # ----------------------------------------------------------------- generators
+
+    def _generator_phase(
+        self,
+        grid: Grid,
+        state: ServerState,
+        node_ids: list[int],
+        server_round: int,
+        report: RoundReport,
+    ) -> dict[str, np.ndarray]:
+        """Ask every node for its generator; keep valid ones in the state; pool prototypes."""
+        template = self._generator_template()
+        config = ConfigRecord({**self.node_config, "server-round": server_round})
+        payload = RecordDict({CONFIG_KEY: config})
+        image_shape = (self.num_classes, *self.input_shape)
+        ex = self.exchange(
+            grid,
+            {n: payload for n in node_ids},
+            TRAIN_GENERATOR,
+            server_round,
+            lambda reply: _parse_generator(reply, template, image_shape, self.prototypes_per_class),
+        )
+        report.add(ex, self.partition_of())
+        self.require_replies(ex, server_round, "train.generator")
+        xs, ys = [], []
+        for node_id in sorted(ex.replies, key=lambda n: self.nodes[n].partition_id):
+            arrays, proto_x, proto_y, metrics = ex.replies[node_id]
+            pid = self.nodes[node_id].partition_id
+            for k, v in arrays.items():
+                state.data[f"generator/{pid}/{k}"] = v
+            state.data[f"generator/{pid}/label-counts"] = np.asarray(
+                self.nodes[node_id].label_counts, dtype=np.int64
+            )
+            xs.append(proto_x)
+            ys.append(proto_y)
+            for k in ("generator-train-seconds", "generator-d-loss", "generator-g-loss"):
+                report.metrics[f"{k}/p{pid}"] = metrics.get(k, float("nan"))
+        self._restore_generators(state)
+        for pid, (generator, counts) in sorted(self.generators.items()):
+            images, _ = generate(generator, 64, seeded_generator(self.seed, pid), _held(counts))
+            self.pending_images[f"generator-p{pid}"] = to_uint8(images)
+        return {"x": np.concatenate(xs), "y": np.concatenate(ys)}
+
+    def _feature_prototypes(
+        self,
+        grid: Grid,
+        state: ServerState,
+        arch: str,
+        node_ids: list[int],
+        server_round: int,
+        report: RoundReport,
+    ) -> dict[str, np.ndarray]:
+        """The faithful prototypes: k-means centroids of the global model's features."""
+        config = ConfigRecord({**self.node_config, "server-round": server_round})
+        payload = RecordDict({ARRAYS_KEY: arrays_to_record(state.models[arch]), CONFIG_KEY: config})
+        dim = last_linear(self.model_fn(arch)).in_features
+        ex = self.exchange(
+            grid,
+            {n: payload for n in node_ids},
+            QUERY_PROTOTYPES,
+            server_round,
+            lambda reply: _parse_prototypes(
+                reply, (dim,), np.float32, self.num_classes, self.prototypes_per_class
+            ),
+        )
+        report.add(ex, self.partition_of())
+        self.require_replies(ex, server_round, "query.prototypes")
+        order = sorted(ex.replies, key=lambda n: self.nodes[n].partition_id)
+        return {
+            "x": np.concatenate([ex.replies[n][0] for n in order]),
+            "y": np.concatenate([ex.replies[n][1] for n in order]),
+        }
+
+    def _generator_template(self) -> Arrays:
+        g = Generator(self.input_shape, self.num_classes, self.generator_config)
+        return {k: v.numpy() for k, v in g.state_dict().items()}
+
+    def _restore_generators(self, state: ServerState) -> None:
+        """Rebuild the server's generator modules from ``state.data`` (after a resume too)."""
+        pids = sorted({int(k.split("/")[1]) for k in state.data if k.startswith("generator/")})
+        for pid in pids:
+            prefix = f"generator/{pid}/"
+            arrays = {
+                k[len(prefix) :]: v
+                for k, v in state.data.items()
+                if k.startswith(prefix) and k != prefix + "label-counts"
+            }
+            g = Generator(self.input_shape, self.num_classes, self.generator_config)
+            g.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+            self.generators[pid] = (g, np.asarray(state.data[prefix + "label-counts"]))
+
+    def _sample(self, per_generator: int, gen: torch.Generator) -> torch.Tensor:
+        """``per_generator`` images in [-1, 1] from every client generator (conditional ones
+        balanced over the classes their client holds)."""
+        return torch.cat(
+            [
+                generate(g, per_generator, gen, _held(counts), self.device)[0]
+                for _, (g, counts) in sorted(self.generators.items())
+            ]
+        )
+
+    def _synthetic_pool(self, server_round: int) -> np.ndarray:
+        gen = seeded_generator(self.seed, server_round, 0x9001)
+        per = max(1, self.pool_size // max(len(self.generators), 1))
+        return to_uint8(self._sample(per, gen))
+
+    # ----------------------------------------------------------------- reporting
+
+    def _test_accuracy(self, arch: str, state: ServerState) -> float:
+        model = self.load_model(arch, state.models[arch])
+        return evaluate_classifier(model, self.test.x, self.test.y, self.device)["accuracy"]
+
+    def take_images(self) -> dict[str, np.ndarray]:
+        images, self.pending_images = self.pending_images, {}
+        return images
+
+    def extra_summary(self, input_shape: tuple[int, int, int]) -> dict[str, Any]:
+        g = Generator(input_shape, self.num_classes, self.generator_config)
+        return {
+            "mosaic": {
+                "distill-round": self.distill_round,
+                "generator": {
+                    **self.generator_config.__dict__,
+                    "parameters": sum(p.numel() for p in g.parameters()),
+                },
+                "event": self.event,
+            }
+        }
+
+    def summary(self) -> None:
+        super().summary()
+        log(
+            INFO,
+            "\t│   └── Mosaic: event at round %d, %s generator (%d steps), prototypes %s, "
+            "meta %d steps, distillation %d steps (lr %g, %d images per generator)",
+            self.distill_round,
+            self.generator_config.kind,
+            self.generator_config.steps,
+            self.prototypes,
+            self.meta_steps,
+            self.mosaic_distill_steps,
+            self.mosaic_distill_lr,
+            self.samples_per_generator,
+        )
+
+
+def _held(counts: np.ndarray) -> np.ndarray:
+    return (np.asarray(counts) > 0).astype(np.float64)
+
+
+def _accuracy(model: nn.Module, tokens: torch.Tensor, y: np.ndarray) -> float:
+    with torch.no_grad():
+        return score_logits(model(tokens), y)["accuracy"]
+
+
+def _parse_generator(
+    reply: Message,
+    template: Arrays,
+    image_shape: tuple[int, ...],
+    per_class: int,
+) -> tuple[Arrays, np.ndarray, np.ndarray, dict[str, float]]:
+    """A ``train.generator`` reply: generator arrays shaped as ``template``, image prototypes
+    of ``image_shape[1:]`` with labels below ``image_shape[0]``, and metrics."""
+    check_no_error(reply)
+    content = reply.content
+    for key in (GENERATOR_KEY, PROTOTYPES_KEY, METRICS_KEY):
+        if key not in content:
+            raise InvalidReply(f"reply lacks '{key}'")
+    arrays = check_arrays(content[GENERATOR_KEY], template)
+    num_classes, *shape = image_shape
+    x, y = _parse_prototypes(reply, tuple(shape), np.uint8, num_classes, per_class)
+    check_num_examples(content[METRICS_KEY])
+    metrics = {k: float(v) for k, v in content[METRICS_KEY].items() if isinstance(v, int | float)}
+    return arrays, x, y, metrics
+
+
+def _parse_prototypes(
+    reply: Message,
+    shape: tuple[int, ...],
+    dtype: type,
+    num_classes: int,
+    per_class: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prototypes ``x`` (P, *shape) of ``dtype`` with int64 labels ``y`` in [0, C), at most
+    ``per_class`` per class, finite."""
+    check_no_error(reply)
+    record = reply.content[PROTOTYPES_KEY]
+    if not isinstance(record, ArrayRecord) or set(record.keys()) != {"x", "y"}:
+        raise InvalidReply(f"'{PROTOTYPES_KEY}' must be an ArrayRecord with 'x' and 'y'")
+    arrays = record_to_arrays(record)
+    x, y = arrays["x"], arrays["y"]
+    if x.dtype != dtype or tuple(x.shape[1:]) != tuple(shape):
+        raise InvalidReply(
+            f"prototypes are {x.dtype}{list(x.shape)}, expected {np.dtype(dtype)}[P, "
+            f"{', '.join(map(str, shape))}]"
+        )
+    if y.dtype != np.int64 or y.shape != (len(x),):
+        raise InvalidReply(
+            f"prototype labels are {y.dtype}{list(y.shape)}, expected int64[{len(x)}]"
+        )
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise InvalidReply(f"prototype labels outside [0, {num_classes})")
+    if len(y) and np.bincount(y, minlength=num_classes).max() > per_class:
+        raise InvalidReply(f"more than prototypes-per-class={per_class} prototypes of a class")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise InvalidReply("prototypes hold NaN or Inf")
+    return x, y

@@ -1,0 +1,155 @@
+"""Mosaic end to end through the real ServerApp loop and ClientApp on digits: one shared
+architecture (parameter-space experts, feature prototypes) and three architectures
+(output-space experts, synthetic prototypes), one-shot mode, resume and a bad generator."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from federate import rows, run
+from flwr.app import Array, ArrayRecord
+
+from strategies.mosaic import GENERATOR_KEY, TRAIN_GENERATOR
+from strategies.state import ServerState
+
+SMALL = {
+    "method": "mosaic",
+    "num-partitions": 3,
+    "num-server-rounds": 3,
+    "mosaic-distill-round": 2,
+    "alpha": 0.5,
+    "local-steps": 20,
+    "generator-steps": 60,
+    "generator-width": 8,
+    "generator-aux-steps": 40,
+    "meta-steps": 120,
+    "mosaic-distill-steps": 40,
+    "mosaic-distill-lr": 0.001,
+    "distill-steps": 20,
+}
+
+
+def _counting_hook(seen):
+    def hook(msg, reply):
+        seen.append(msg.metadata.message_type)
+        return reply
+
+    return hook
+
+
+@pytest.fixture(scope="module")
+def homogeneous(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mosaic")
+    seen: list[str] = []
+    # A fresh data directory: the nodes' generator cache starts empty.
+    cfg = {**SMALL, "models": "cnn-small", "data-dir": str(tmp / "data"), "run-name": "homo"}
+    return run(tmp, cfg, hook=_counting_hook(seen)), seen, tmp, cfg
+
+
+@pytest.fixture(scope="module")
+def heterogeneous(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mosaic-het")
+    cfg = {**SMALL, "models": "heterogeneous", "data-dir": str(tmp / "data")}
+    return run(tmp, cfg)
+
+
+def test_homogeneous_mosaic_distils_at_its_round_and_reports_every_stage(homogeneous):
+    summary, seen, _, _ = homogeneous
+    assert summary["status"] == "completed" and summary["rounds-completed"] == 3
+    event = summary["mosaic"]["event"]
+    assert event["round"] == 2
+    assert event["experts"] == "parameter-space" and event["prototypes"] == "features"
+    assert event["num-prototypes"] > 0
+    # The meta model over the experts is far above chance (0.1) on the held-out test set.
+    assert event["meta-ema-test-accuracy"] > 0.5 and event["meta-test-accuracy"] > 0.5
+    assert event["meta-loss-last"] < event["meta-loss-first"]
+    r = rows(summary)
+    assert r[1]["train"]["pre-distill-accuracy"] == event["pre-distill-accuracy"]
+    # The round's own evaluation is the post-distillation model.
+    assert r[1]["accuracy"] == pytest.approx(event["post-distill-accuracy"])
+    assert (
+        "pre-distill-accuracy" not in r[0]["train"] and "pre-distill-accuracy" not in r[2]["train"]
+    )
+    # Generators are trained once, at the event, and queried for feature prototypes once.
+    assert seen.count(TRAIN_GENERATOR) == 3 and seen.count("query.prototypes") == 3
+
+
+def test_generator_uploads_are_counted_and_kept_in_the_checkpoint(homogeneous):
+    summary, _, _, _ = homogeneous
+    params = summary["mosaic"]["generator"]["parameters"]
+    r = rows(summary)
+    # Round 2 carries three generator uploads (float32) on top of an ordinary round.
+    assert r[1]["bytes-up"] > r[0]["bytes-up"] + 3 * 4 * params
+    state = ServerState.load(summary["paths"]["checkpoint-last"])
+    assert state.extra["distilled-round"] == 2
+    for pid in range(3):
+        assert state.data[f"generator/{pid}/label-counts"].sum() > 0
+        assert any(k.startswith(f"generator/{pid}/net.") for k in state.data)
+    samples = sorted(p.name for p in (Path(summary["run-dir"]) / "samples").iterdir())
+    assert samples == [f"generator-p{i}-round2.png" for i in range(3)]
+
+
+def test_resume_after_the_event_neither_retrains_nor_redistils(homogeneous):
+    _, _, tmp, cfg = homogeneous
+    seen: list[str] = []
+    resumed = run(tmp, {**cfg, "resume": True, "num-server-rounds": 4}, hook=_counting_hook(seen))
+    assert resumed["status"] == "completed" and resumed["rounds-completed"] == 4
+    assert TRAIN_GENERATOR not in seen and "query.prototypes" not in seen
+    assert [r["round"] for r in rows(resumed)] == [1, 2, 3, 4]
+
+
+def test_heterogeneous_mosaic_uses_output_space_experts_and_synthetic_prototypes(heterogeneous):
+    summary = heterogeneous
+    assert summary["status"] == "completed"
+    event = summary["mosaic"]["event"]
+    assert event["experts"] == "output-space" and event["prototypes"] == "synthetic"
+    assert event["num-prototypes"] > 0
+    assert event["meta-ema-test-accuracy"] > 0.3
+    for arch in ("cnn-small", "mlp", "cnn-large"):
+        assert f"post-distill-accuracy/{arch}" in event
+    # After the event, each group is distilled toward all client models on generator samples.
+    last = rows(summary)[2]["train"]
+    assert {"distill-loss/cnn-small", "distill-loss/mlp", "distill-loss/cnn-large"} <= set(last)
+
+
+def test_one_shot_mode_distils_in_its_single_round(tmp_path):
+    summary = run(
+        tmp_path,
+        {
+            **SMALL,
+            "mosaic-one-shot": True,
+            "num-server-rounds": 1,
+            "mosaic-distill-round": 0,
+            "local-steps": 60,
+            "data-dir": str(tmp_path / "data"),
+        },
+    )
+    assert summary["status"] == "completed" and summary["rounds-completed"] == 1
+    assert summary["mosaic"]["event"]["round"] == 1
+    assert summary["mosaic"]["distill-round"] == 1
+
+
+def test_a_generator_with_nan_weights_is_dropped_and_the_event_goes_on(tmp_path):
+    poisoned = []
+
+    def hook(msg, reply):
+        if msg.metadata.message_type == TRAIN_GENERATOR and not poisoned:
+            record = reply.content[GENERATOR_KEY]
+            name = next(iter(record.keys()))
+            bad = record[name].numpy().copy()
+            bad.flat[0] = np.nan
+            record[name] = Array(bad)
+            assert isinstance(record, ArrayRecord)
+            poisoned.append(msg.metadata.dst_node_id)
+        return reply
+
+    summary = run(
+        tmp_path,
+        {**SMALL, "num-server-rounds": 2, "data-dir": str(tmp_path / "data")},
+        hook=hook,
+    )
+    assert summary["status"] == "completed"
+    dropped = rows(summary)[1]["dropped"]
+    assert list(dropped) == [str(poisoned[0])] and "NaN" in dropped[str(poisoned[0])]
+    state = ServerState.load(summary["paths"]["checkpoint-last"])
+    assert len({k.split("/")[1] for k in state.data if k.startswith("generator/")}) == 2
