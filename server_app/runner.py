@@ -82,7 +82,11 @@ def node_config(cfg: ExperimentConfig, fed: Federation) -> dict[str, Any]:
         "clip-model": cfg.clip_model,
         "kd-mu": cfg.kd_mu,
         "kd-temperature": cfg.kd_temperature,
-        **{key: getattr(cfg, key.replace("-", "_")) for key in MOSAIC_NODE_KEYS},
+        # Only Mosaic's messages carry its generator settings (a few hundred bytes each).
+        **{
+            key: getattr(cfg, key.replace("-", "_"))
+            for key in (MOSAIC_NODE_KEYS if cfg.method == "mosaic" else ())
+        },
     }
 
 
@@ -127,7 +131,7 @@ def build_strategy(
         return Mosaic(
             num_classes=fed.num_classes,
             input_shape=fed.input_shape,
-            generator_config=GeneratorConfig.from_config(node_config(cfg, fed)),
+            generator_config=GeneratorConfig.from_config(common["node_config"]),
             test=fed.test,
             distill_round=mosaic_distill_round(cfg),
             prototypes=cfg.prototypes,

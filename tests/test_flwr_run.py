@@ -32,8 +32,12 @@ def _free_port() -> int:
         # FMD with the real EfficientNet teacher: its message types, the probe and the teacher
         # cache written by concurrent Ray workers (32 px keeps the featurisation to seconds).
         'method="fmd" teacher-image-size=32 probe-rounds=5',
+        # Mosaic: generator training, feature prototypes and the distillation in round 1, then
+        # a fine-tuning round; generators cached by concurrent Ray workers.
+        'method="mosaic" mosaic-distill-round=1 generator-steps=30 generator-width=8 '
+        "generator-aux-steps=20 meta-steps=50 mosaic-distill-steps=20",
     ],
-    ids=["fedavg", "fmd"],
+    ids=["fedavg", "fmd", "mosaic"],
 )
 def test_flwr_run_simulation_completes_and_writes_outputs(tmp_path, method_config):
     try:
@@ -74,11 +78,18 @@ def test_flwr_run_simulation_completes_and_writes_outputs(tmp_path, method_confi
     summary = json.loads((tmp_path / "outputs" / "smoke" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds-completed"] == 2
     assert summary["final-accuracy"] > 0.3
-    if method_config:
+    if "fmd" in method_config:
         assert summary["teacher"]["name"] == "efficientnet-lite0"
         assert summary["teacher"]["test"]["accuracy"] > 0.3
         cache = Path(os.environ["BOUQUET_DATA_DIR"]) / "cache" / "teachers"
         assert list(cache.glob("efficientnet-lite0-*.index.npz"))
+    if "mosaic" in method_config:
+        event = summary["mosaic"]["event"]
+        assert event["round"] == 1 and event["prototypes"] == "features"
+        samples = tmp_path / "outputs" / "smoke" / "samples"
+        assert sorted(p.name for p in samples.iterdir()) == [
+            f"generator-p{i}-round1.png" for i in range(3)
+        ]
     # No SuperLink outlives the test.
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", int(port))) != 0

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from server_app.config import DEFAULTS, ConfigError, load_config
+from server_app.config import DEFAULTS, ConfigError, load_config, mosaic_distill_round
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,6 +39,20 @@ def test_defaults_resolve():
         ({"method": "feddf"}, r"set public-fraction"),
         ({"local-steps": 0}, r"both 0"),
         ({"colour": 1}, r"unknown run-config keys \['colour'\]"),
+        (
+            {"method": "mosaic", "mosaic-one-shot": True},
+            r"mosaic-one-shot=true is a single communication round.*num-server-rounds=1 \(got 8\)",
+        ),
+        (
+            {"method": "mosaic", "mosaic-distill-round": 9},
+            r"mosaic-distill-round=9 is after the last round \(num-server-rounds=8\)",
+        ),
+        (
+            {"method": "mosaic", "models": "heterogeneous", "prototypes": "features"},
+            r"prototypes='features' .* needs one architecture",
+        ),
+        ({"generator": "stylegan"}, r"generator='stylegan' is not allowed; choose one of"),
+        ({"prototype-confidence": 1.5}, r"prototype-confidence=1.5 is out of range"),
     ],
 )
 def test_bad_values_name_the_key_and_allowed_values(override, message):
@@ -66,3 +80,11 @@ def test_yaml_errors_are_named(tmp_path):
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_experiment_is_valid(path):
     load_config({**DEFAULTS, "experiment": str(path.relative_to(ROOT))})
+
+
+def test_mosaic_event_round_defaults_to_the_middle_and_to_1_in_one_shot():
+    assert mosaic_distill_round(load_config({**DEFAULTS, "method": "mosaic"})) == 4
+    explicit = load_config({**DEFAULTS, "method": "mosaic", "mosaic-distill-round": 7})
+    assert mosaic_distill_round(explicit) == 7
+    one_shot = {"method": "mosaic", "mosaic-one-shot": True, "num-server-rounds": 1}
+    assert mosaic_distill_round(load_config({**DEFAULTS, **one_shot})) == 1

@@ -22,7 +22,7 @@ SMALL = {
     "generator-steps": 60,
     "generator-width": 8,
     "generator-aux-steps": 40,
-    "meta-steps": 120,
+    "meta-steps": 80,
     "mosaic-distill-steps": 40,
     "mosaic-distill-lr": 0.001,
     "distill-steps": 20,
