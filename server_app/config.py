@@ -87,7 +87,7 @@ DEFAULTS: dict[str, Any] = {
     "generator-diversity-prior": "client",
     "generator-aux-model": "cnn-small",
     "generator-aux-steps": 200,
-    "prototypes": "auto",
+    "prototypes": "synthetic",
     "prototypes-per-class": 10,
     "prototype-min-cluster": 5,
     "prototype-confidence": 0.8,

@@ -24,7 +24,8 @@ client models FedDF-style, on a fresh pool of generator samples instead of publi
 
 from __future__ import annotations
 
-from logging import INFO
+from collections.abc import Callable
+from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,6 @@ from torch import nn
 from federated_data import ArrayDataset
 from models.experts import (
     ExpertPanel,
-    MetaModel,
     distill_toward,
     expert_weights,
     last_linear,
@@ -58,7 +58,7 @@ TRAIN_GENERATOR = "train.generator"
 QUERY_PROTOTYPES = "query.prototypes"
 GENERATOR_KEY = "generator"
 PROTOTYPES_KEY = "prototypes"
-PROTOTYPE_KINDS = ("auto", "features", "synthetic")
+PROTOTYPE_KINDS = ("synthetic", "features")
 
 
 class Mosaic(FedDF):
@@ -75,9 +75,10 @@ class Mosaic(FedDF):
         accuracy; nothing trains on it.
     distill_round : int (default: 1)
         Round whose end holds the distillation event.
-    prototypes : str (default: "auto")
-        ``synthetic``, ``features`` (one architecture only) or ``auto`` (``features`` when the
-        clients share one architecture).
+    prototypes : str (default: "synthetic")
+        ``synthetic`` or ``features`` (the reference's; one architecture only: each expert's
+        head is applied to the *global* model's features, which under strong skew gives the
+        meta model little to learn from).
     prototypes_per_class : int (default: 10)
         Most prototypes a client may send per class (replies with more are dropped).
     meta_steps, meta_lr, meta_ema : int, float, float (defaults: 300, 1e-3, 0.99)
@@ -107,7 +108,7 @@ class Mosaic(FedDF):
         generator_config: GeneratorConfig,
         test: ArrayDataset,
         distill_round: int = 1,
-        prototypes: str = "auto",
+        prototypes: str = "synthetic",
         prototypes_per_class: int = 10,
         meta_steps: int = 300,
         meta_lr: float = 1e-3,
@@ -187,8 +188,6 @@ class Mosaic(FedDF):
     ) -> None:
         archs = {self.nodes[n].architecture for n in replies}
         kind = self.prototypes
-        if kind == "auto":
-            kind = "features" if len(archs) == 1 else "synthetic"
         if kind == "features" and len(archs) > 1:
             raise FederationError(
                 f"prototypes=features needs one architecture; clients use {sorted(archs)}"
@@ -199,41 +198,61 @@ class Mosaic(FedDF):
             protos = self._feature_prototypes(
                 grid, state, arch, sorted(replies), server_round, report
             )
-        if not len(protos["y"]):
-            raise FederationError(f"round {server_round}: no client sent a usable prototype")
         order = sorted(replies, key=lambda n: self.nodes[n].partition_id)
         panel = self._experts([replies[n][0] for n in order], [self.nodes[n] for n in order])
-        proto_tokens = (
-            panel.head_tokens(torch.from_numpy(protos["x"]))
-            if kind == "features"
-            else panel.tokens(images_to_tensor(protos["x"]))
-        )
-        meta, ema, meta_metrics = train_meta(
-            proto_tokens,
-            torch.from_numpy(protos["y"]),
-            self.num_classes,
-            steps=self.meta_steps,
-            lr=self.meta_lr,
-            ema_decay=self.meta_ema,
-            seed=self.seed,
-        )
         test_tokens = panel.tokens(images_to_tensor(self.test.x))
         event: dict[str, Any] = {
             "round": server_round,
             "prototypes": kind,
             "num-prototypes": len(protos["y"]),
             "experts": "output-space" if panel.output_space else "parameter-space",
-            **meta_metrics,
-            "meta-test-accuracy": _accuracy(meta, test_tokens, self.test.y),
-            "meta-ema-test-accuracy": _accuracy(ema, test_tokens, self.test.y),
             # What the count-weighted experts give without a meta model: the mean of the tokens.
             "expert-mean-test-accuracy": score_logits(test_tokens.mean(1), self.test.y)["accuracy"],
         }
+        fuse: Callable[[torch.Tensor], torch.Tensor]
+        if len(protos["y"]):
+            proto_tokens = (
+                panel.head_tokens(torch.from_numpy(protos["x"]))
+                if kind == "features"
+                else panel.tokens(images_to_tensor(protos["x"]))
+            )
+            meta, fuse, meta_metrics = train_meta(
+                proto_tokens,
+                torch.from_numpy(protos["y"]),
+                self.num_classes,
+                steps=self.meta_steps,
+                lr=self.meta_lr,
+                ema_decay=self.meta_ema,
+                seed=self.seed,
+            )
+            event.update(
+                teacher="meta-model-ema",
+                **meta_metrics,
+                **{
+                    "meta-test-accuracy": _accuracy(meta, test_tokens, self.test.y),
+                    "meta-ema-test-accuracy": _accuracy(fuse, test_tokens, self.test.y),
+                },
+            )
+        else:
+            # No client generator produced an image its own classifier was confident about
+            # (weak generators): distil toward the experts' mean rather than stop the run.
+            log(
+                WARNING,
+                "Round %d: no usable prototype (prototype-confidence=%s too high for these "
+                "generators?); distilling toward the experts' mean logits, no meta model",
+                server_round,
+                self.node_config.get("prototype-confidence"),
+            )
+            event["teacher"] = "expert-mean"
+
+            def fuse(tokens: torch.Tensor) -> torch.Tensor:
+                return tokens.mean(1)
+
         order_archs = sorted(archs)
         students = [self.load_model(arch, state.models[arch]) for arch in order_archs]
         for arch in order_archs:
             event[f"pre-distill-accuracy/{arch}"] = self._test_accuracy(arch, state)
-        losses = self._distill(students, panel, ema, server_round)
+        losses = self._distill(students, panel, fuse, server_round)
         for arch, student, loss in zip(order_archs, students, losses, strict=True):
             state.models[arch] = {
                 k: v.detach().cpu().numpy().copy() for k, v in student.state_dict().items()
@@ -254,8 +273,8 @@ class Mosaic(FedDF):
             event["experts"],
             event["num-prototypes"],
             kind,
-            event["meta-test-accuracy"],
-            event["meta-ema-test-accuracy"],
+            event.get("meta-test-accuracy", float("nan")),
+            event.get("meta-ema-test-accuracy", float("nan")),
             event["pre-distill-accuracy"],
             event["post-distill-accuracy"],
         )
@@ -278,15 +297,19 @@ class Mosaic(FedDF):
         return ExpertPanel(models, w)
 
     def _distill(
-        self, students: list[nn.Module], panel: ExpertPanel, meta: MetaModel, server_round: int
+        self,
+        students: list[nn.Module],
+        panel: ExpertPanel,
+        fuse: Callable[[torch.Tensor], torch.Tensor],
+        server_round: int,
     ) -> list[float]:
-        """Distil the students toward the meta model over the experts, on fresh batches of
-        ``samples_per_generator`` images from every client generator."""
+        """Distil the students toward ``fuse`` (the meta model) over the experts' tokens, on
+        fresh batches of ``samples_per_generator`` images from every client generator."""
         gen = seeded_generator(self.seed, server_round, 0xD15)
         return distill_toward(
             [s.to(self.device) for s in students],
             lambda: self._sample(self.samples_per_generator, gen).to(self.device),
-            lambda x: meta(panel.tokens(x)),
+            lambda x: fuse(panel.tokens(x)),
             steps=self.mosaic_distill_steps,
             lr=self.mosaic_distill_lr,
         )

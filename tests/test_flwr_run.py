@@ -32,10 +32,10 @@ def _free_port() -> int:
         # FMD with the real EfficientNet teacher: its message types, the probe and the teacher
         # cache written by concurrent Ray workers (32 px keeps the featurisation to seconds).
         'method="fmd" teacher-image-size=32 probe-rounds=5',
-        # Mosaic: generator training, feature prototypes and the distillation in round 1, then
+        # Mosaic: generator training, synthetic prototypes and the distillation in round 1, then
         # a fine-tuning round; generators cached by concurrent Ray workers.
-        'method="mosaic" mosaic-distill-round=1 generator-steps=30 generator-width=8 '
-        "generator-aux-steps=20 meta-steps=50 mosaic-distill-steps=20",
+        'method="mosaic" mosaic-distill-round=1 generator-steps=150 generator-width=8 '
+        "generator-aux-steps=60 prototype-confidence=0.5 meta-steps=50 mosaic-distill-steps=20",
     ],
     ids=["fedavg", "fmd", "mosaic"],
 )
@@ -85,7 +85,8 @@ def test_flwr_run_simulation_completes_and_writes_outputs(tmp_path, method_confi
         assert list(cache.glob("efficientnet-lite0-*.index.npz"))
     if "mosaic" in method_config:
         event = summary["mosaic"]["event"]
-        assert event["round"] == 1 and event["prototypes"] == "features"
+        assert event["round"] == 1 and event["prototypes"] == "synthetic"
+        assert event["teacher"] == "meta-model-ema" and event["num-prototypes"] > 0
         samples = tmp_path / "outputs" / "smoke" / "samples"
         assert sorted(p.name for p in samples.iterdir()) == [
             f"generator-p{i}-round1.png" for i in range(3)

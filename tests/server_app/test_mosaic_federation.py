@@ -9,7 +9,7 @@ import pytest
 from federate import rows, run
 from flwr.app import Array, ArrayRecord
 
-from strategies.mosaic import GENERATOR_KEY, TRAIN_GENERATOR
+from strategies.mosaic import GENERATOR_KEY, PROTOTYPES_KEY, TRAIN_GENERATOR
 from strategies.state import ServerState
 
 SMALL = {
@@ -42,7 +42,13 @@ def homogeneous(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mosaic")
     seen: list[str] = []
     # A fresh data directory: the nodes' generator cache starts empty.
-    cfg = {**SMALL, "models": "cnn-small", "data-dir": str(tmp / "data"), "run-name": "homo"}
+    cfg = {
+        **SMALL,
+        "models": "cnn-small",
+        "prototypes": "features",  # the reference's prototypes: a second message type
+        "data-dir": str(tmp / "data"),
+        "run-name": "homo",
+    }
     return run(tmp, cfg, hook=_counting_hook(seen)), seen, tmp, cfg
 
 
@@ -59,6 +65,7 @@ def test_homogeneous_mosaic_distils_at_its_round_and_reports_every_stage(homogen
     event = summary["mosaic"]["event"]
     assert event["round"] == 2
     assert event["experts"] == "parameter-space" and event["prototypes"] == "features"
+    assert event["teacher"] == "meta-model-ema"
     assert event["num-prototypes"] > 0
     # The meta model over the experts is far above chance (0.1) on the held-out test set.
     assert event["meta-ema-test-accuracy"] > 0.5 and event["meta-test-accuracy"] > 0.5
@@ -129,18 +136,24 @@ def test_one_shot_mode_distils_in_its_single_round(tmp_path):
     assert summary["mosaic"]["distill-round"] == 1
 
 
-def test_a_generator_with_nan_weights_is_dropped_and_the_event_goes_on(tmp_path):
+def test_a_poisoned_generator_is_dropped_and_without_prototypes_the_experts_teach(tmp_path):
     poisoned = []
 
     def hook(msg, reply):
-        if msg.metadata.message_type == TRAIN_GENERATOR and not poisoned:
+        if msg.metadata.message_type != TRAIN_GENERATOR:
+            return reply
+        if not poisoned:
             record = reply.content[GENERATOR_KEY]
             name = next(iter(record.keys()))
             bad = record[name].numpy().copy()
             bad.flat[0] = np.nan
             record[name] = Array(bad)
-            assert isinstance(record, ArrayRecord)
             poisoned.append(msg.metadata.dst_node_id)
+        # Every client's generator is too weak for a confident prototype.
+        protos = reply.content[PROTOTYPES_KEY]
+        reply.content[PROTOTYPES_KEY] = ArrayRecord(
+            {"x": Array(protos["x"].numpy()[:0]), "y": Array(protos["y"].numpy()[:0])}
+        )
         return reply
 
     summary = run(
@@ -153,3 +166,6 @@ def test_a_generator_with_nan_weights_is_dropped_and_the_event_goes_on(tmp_path)
     assert list(dropped) == [str(poisoned[0])] and "NaN" in dropped[str(poisoned[0])]
     state = ServerState.load(summary["paths"]["checkpoint-last"])
     assert len({k.split("/")[1] for k in state.data if k.startswith("generator/")}) == 2
+    event = summary["mosaic"]["event"]
+    assert event["num-prototypes"] == 0 and event["teacher"] == "expert-mean"
+    assert "meta-test-accuracy" not in event and "post-distill-accuracy" in event
