@@ -16,7 +16,8 @@ training took, which every run reports.
 
 Runs the real ServerApp loop and ClientApp handlers through the in-process grid (no Ray).
 Writes benchmarks/results/mosaic.{json,md}; seed 0 of the whole grid first, then the extra
-seeds of the headline cells, saving after every run.
+seeds of the headline cells, saving after every run (``--resume`` continues an interrupted
+table; ``--rescore`` rebuilds it from the kept run directories).
 
     python benchmarks/mosaic.py --rounds 6 --seeds 0 --headline-seeds 0,1,2
 """
@@ -75,7 +76,7 @@ def run_name(alpha: float, models: str, method: str, seed: int) -> str:
 def run_cell(
     alpha: float, models: str, method: str, seed: int, args: argparse.Namespace
 ) -> dict[str, Any]:
-    s = run_in_process(
+    summary = run_in_process(
         {
             "alpha": alpha,
             "models": MODELS[models],
@@ -89,6 +90,10 @@ def run_cell(
         run_name(alpha, models, method, seed),
         args.clients,
     )
+    return _row(alpha, models, method, seed, summary)
+
+
+def _row(alpha: float, models: str, method: str, seed: int, s: dict[str, Any]) -> dict[str, Any]:
     event = s.get("mosaic", {}).get("event", {})
     with open(s["paths"]["metrics"]) as f:
         rows = [json.loads(line) for line in f]
@@ -102,6 +107,9 @@ def run_cell(
         "seed": seed,
         "rounds": s["rounds-completed"],
         "final-accuracy": s["final-accuracy"],
+        # Under alpha = 0.01 the global model swings from round to round; the mean of the last
+        # three rounds is steadier (one-shot runs have a single round).
+        "last3-accuracy": float(np.mean([r["accuracy"] for r in rows[-3:]])),
         "per-model": {a: m["accuracy"] for a, m in (s["final-per-model"] or {}).items()},
         "worst-class-accuracy": float(
             np.mean([m["worst-class-accuracy"] for m in s["final-per-model"].values()])
@@ -133,8 +141,9 @@ def table(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| alpha | models | seeds | Mosaic | Mosaic one-shot | FedAvg | FedProx | FedDF "
         "| Mosaic, features prototypes | Mosaic - best baseline (pts) "
+        "| same, last-3-round means (pts) "
         "| Mosaic before -> after distillation | meta model (EMA) | uplink MB, Mosaic / FedAvg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for alpha in ALPHAS:
         for models in MODELS:
@@ -148,6 +157,11 @@ def table(results: list[dict[str, Any]]) -> list[str]:
                 acc = {r["method"]: r["final-accuracy"] for r in cell if r["seed"] == seed}
                 if "Mosaic" in acc and all(b in acc for b in BASELINES):
                     gains.append(acc["Mosaic"] - max(acc[b] for b in BASELINES))
+            last3 = []
+            for seed in seeds:
+                acc = {r["method"]: r["last3-accuracy"] for r in cell if r["seed"] == seed}
+                if "Mosaic" in acc and all(b in acc for b in BASELINES):
+                    last3.append(acc["Mosaic"] - max(acc[b] for b in BASELINES))
             gain = f"{100 * np.mean(gains):+.1f}" if gains else "-"
             if len(gains) > 1:
                 gain += f" ({', '.join(f'{100 * g:+.1f}' for g in gains)})"
@@ -158,7 +172,8 @@ def table(results: list[dict[str, Any]]) -> list[str]:
             lines.append(
                 f"| {alpha} | {models} | {len(seeds)} | "
                 + " | ".join(_mean(by[m], "final-accuracy") for m in METHODS)
-                + f" | {gain} | {_mean(by['Mosaic'], 'pre-distill-accuracy')} -> "
+                + f" | {gain} | {f'{100 * np.mean(last3):+.1f}' if last3 else '-'}"
+                + f" | {_mean(by['Mosaic'], 'pre-distill-accuracy')} -> "
                 f"{_mean(by['Mosaic'], 'post-distill-accuracy')} "
                 f"| {_mean(by['Mosaic'], 'meta-ema-test-accuracy')} "
                 f"| {up['Mosaic']:.1f} / {up['FedAvg']:.1f} |"
@@ -179,6 +194,19 @@ def save(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     (OUT / "mosaic.md").write_text("\n".join(lines) + "\n")
 
 
+def rescore(args: argparse.Namespace) -> None:
+    """Rebuild mosaic.{json,md} from the run directories kept in results/runs (no training)."""
+    saved = json.loads((OUT / "mosaic.json").read_text())
+    results = []
+    for r in saved["results"]:
+        run = OUT / "runs" / run_name(r["alpha"], r["models"], r["method"], r["seed"])
+        summary = {**json.loads((run / "summary.json").read_text()), "wall-seconds": r["seconds"]}
+        results.append(_row(r["alpha"], r["models"], r["method"], r["seed"], summary))
+    args = argparse.Namespace(**saved["meta"]["settings"])
+    save(results, args)
+    print("\n".join(table(results)))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=6)
@@ -193,16 +221,34 @@ def main() -> None:
     p.add_argument("--pool-size", type=int, default=1000)
     p.add_argument("--seeds", default="0")
     p.add_argument("--headline-seeds", default="0,1,2")
+    p.add_argument("--rescore", action="store_true", help="rebuild the table from kept runs")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs already in results/mosaic.json (same settings) and run the rest",
+    )
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.rescore:
+        rescore(args)
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     headline_seeds = [int(s) for s in args.headline_seeds.split(",")]
     plan = [(a, m, s) for s in seeds for a in ALPHAS for m in MODELS]
     plan += [(a, m, s) for s in headline_seeds for (a, m) in HEADLINE if s not in seeds]
     results: list[dict[str, Any]] = []
+    if args.resume and (OUT / "mosaic.json").exists():
+        saved = json.loads((OUT / "mosaic.json").read_text())
+        same = ("rounds", "local_steps", "clients", "generator_steps", "mosaic_distill_steps")
+        if any(saved["meta"]["settings"][k] != vars(args)[k] for k in same):
+            raise SystemExit("--resume: results/mosaic.json was made with other settings")
+        results = saved["results"]
+    done = {(r["alpha"], r["models"], r["method"], r["seed"]) for r in results}
     for alpha, models, seed in plan:
         for method in METHODS:
             if method == FAITHFUL and (models != "one architecture" or seed != seeds[0]):
+                continue
+            if (alpha, models, method, seed) in done:
                 continue
             results.append(run_cell(alpha, models, method, seed, args))
             print(json.dumps(results[-1]), flush=True)

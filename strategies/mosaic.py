@@ -154,8 +154,9 @@ class Mosaic(FedDF):
     def train_round(
         self, grid: Grid, state: ServerState, server_round: int
     ) -> tuple[ServerState, RoundReport]:
-        if not self.generators:
+        if not self.generators:  # a resumed run: generators and the event are in the state
             self._restore_generators(state)
+            self.event = dict(state.extra.get("mosaic-event", {}))
         return super().train_round(grid, state, server_round)
 
     def after_aggregation(

@@ -97,11 +97,12 @@ def test_generator_uploads_are_counted_and_kept_in_the_checkpoint(homogeneous):
 
 
 def test_resume_after_the_event_neither_retrains_nor_redistils(homogeneous):
-    _, _, tmp, cfg = homogeneous
+    summary, _, tmp, cfg = homogeneous
     seen: list[str] = []
     resumed = run(tmp, {**cfg, "resume": True, "num-server-rounds": 4}, hook=_counting_hook(seen))
     assert resumed["status"] == "completed" and resumed["rounds-completed"] == 4
     assert TRAIN_GENERATOR not in seen and "query.prototypes" not in seen
+    assert resumed["mosaic"]["event"] == summary["mosaic"]["event"]  # kept in the checkpoint
     assert [r["round"] for r in rows(resumed)] == [1, 2, 3, 4]
 
 
