@@ -39,6 +39,17 @@ def require_choice(key: str, value: str, allowed: Sequence[str]) -> None:
         raise ValueError(f"{key}={value!r} is unknown; allowed: {', '.join(allowed)}")
 
 
+def module_arrays(model: nn.Module) -> Arrays:
+    """A module's state dict as named numpy arrays (copies, on the CPU)."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def load_arrays(model: nn.Module, arrays: Arrays) -> nn.Module:
+    """Load named numpy arrays into ``model``; returns it."""
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+    return model
+
+
 class FederationError(RuntimeError):
     """The federation cannot continue (too few nodes or valid replies); the run stops."""
 
@@ -173,9 +184,7 @@ class FederatedStrategy(ABC):
 
     def load_model(self, architecture: str, arrays: Arrays) -> nn.Module:
         """A fresh model of ``architecture`` holding ``arrays``."""
-        model = self.model_fn(architecture)
-        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
-        return model
+        return load_arrays(self.model_fn(architecture), arrays)
 
     def initial_arrays(self, architecture: str) -> Arrays:
         """Initial weights of an architecture, identical for the same seed on any machine."""
@@ -183,7 +192,7 @@ class FederatedStrategy(ABC):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
             model = self.model_fn(architecture)
-        return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+        return module_arrays(model)
 
     def initial_state(self) -> ServerState:
         return ServerState()

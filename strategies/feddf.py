@@ -18,7 +18,7 @@ from flwr.supercore import log
 
 from models.training import distill, predict_logits, seeded_generator
 
-from .base import RoundReport
+from .base import RoundReport, module_arrays
 from .fedavg import FedAvg, TrainReply
 from .state import ServerState
 
@@ -86,9 +86,7 @@ class FedDF(FedAvg):
                 gen=seeded_generator(self.seed, server_round, sum(map(ord, arch))),
                 device=self.device,
             )
-            state.models[arch] = {
-                k: v.detach().cpu().numpy().copy() for k, v in student.state_dict().items()
-            }
+            state.models[arch] = module_arrays(student)
             report.metrics[f"distill-loss/{arch}"] = loss
         log(
             INFO,

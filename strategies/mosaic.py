@@ -47,7 +47,14 @@ from models.generators import Generator, GeneratorConfig, generate, to_uint8
 from models.training import evaluate_classifier, images_to_tensor, score_logits, seeded_generator
 
 from .aggregate import weighted_average
-from .base import FederationError, NodeInfo, RoundReport, require_choice
+from .base import (
+    FederationError,
+    NodeInfo,
+    RoundReport,
+    load_arrays,
+    module_arrays,
+    require_choice,
+)
 from .fedavg import TrainReply
 from .feddf import FedDF
 from .protocol import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, arrays_to_record, record_to_arrays
@@ -255,9 +262,7 @@ class Mosaic(FedDF):
             event[f"pre-distill-accuracy/{arch}"] = self._test_accuracy(arch, state)
         losses = self._distill(students, panel, fuse, server_round)
         for arch, student, loss in zip(order_archs, students, losses, strict=True):
-            state.models[arch] = {
-                k: v.detach().cpu().numpy().copy() for k, v in student.state_dict().items()
-            }
+            state.models[arch] = module_arrays(student)
             event[f"distill-loss/{arch}"] = loss
             event[f"post-distill-accuracy/{arch}"] = self._test_accuracy(arch, state)
         for key in ("pre-distill-accuracy", "post-distill-accuracy"):
@@ -389,8 +394,7 @@ class Mosaic(FedDF):
         }
 
     def _generator_template(self) -> Arrays:
-        g = Generator(self.input_shape, self.num_classes, self.generator_config)
-        return {k: v.numpy() for k, v in g.state_dict().items()}
+        return module_arrays(Generator(self.input_shape, self.num_classes, self.generator_config))
 
     def _restore_generators(self, state: ServerState) -> None:
         """Rebuild the server's generator modules from ``state.data`` (after a resume too)."""
@@ -403,7 +407,7 @@ class Mosaic(FedDF):
                 if k.startswith(prefix) and k != prefix + "label-counts"
             }
             g = Generator(self.input_shape, self.num_classes, self.generator_config)
-            g.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+            load_arrays(g, arrays)
             self.generators[pid] = (g, np.asarray(state.data[prefix + "label-counts"]))
 
     def _sample(self, per_generator: int, gen: torch.Generator) -> torch.Tensor:
