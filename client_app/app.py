@@ -109,3 +109,19 @@ def query_prototypes(msg: Message, context: Context) -> Message:
     from .mosaic import feature_prototypes
 
     return Message(feature_prototypes(msg.content, dict(context.node_config)), reply_to=msg)
+
+
+@app.train("mask")
+def train_mask(msg: Message, context: Context) -> Message:
+    """PRISM: train the generator's scores locally; reply one sampled mask, bit-packed."""
+    from .prism import train_mask as run
+
+    return Message(run(msg.content, dict(context.node_config), context.state), reply_to=msg)
+
+
+@app.train("dense_generator")
+def train_dense_generator(msg: Message, context: Context) -> Message:
+    """PRISM's baseline (train.dense_generator): the dense generator's weights, same loss."""
+    from .prism import train_dense
+
+    return Message(train_dense(msg.content, dict(context.node_config), context.state), reply_to=msg)

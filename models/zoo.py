@@ -180,13 +180,17 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_flops(model: nn.Module, in_shape: tuple[int, int, int]) -> int:
-    """Multiply-accumulate operations of one forward pass on one input (conv + linear layers)."""
+def count_flops(model: nn.Module, in_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulate operations of one forward pass on one input (conv, transposed
+    conv and linear layers)."""
     macs = 0
 
-    def hook(module: nn.Module, _inp: tuple[torch.Tensor], out: torch.Tensor) -> None:
+    def hook(module: nn.Module, inp: tuple[torch.Tensor], out: torch.Tensor) -> None:
         nonlocal macs
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, nn.ConvTranspose2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+            macs += inp[0].numel() * k
+        elif isinstance(module, nn.Conv2d):
             k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
             macs += out.numel() * k
         elif isinstance(module, nn.Linear):
@@ -195,7 +199,7 @@ def count_flops(model: nn.Module, in_shape: tuple[int, int, int]) -> int:
     handles = [
         m.register_forward_hook(hook)
         for m in model.modules()
-        if isinstance(m, nn.Conv2d | nn.Linear)
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear)
     ]
     was_training = model.training
     model.eval()

@@ -16,14 +16,18 @@ from federated_data.partition import PARTITIONERS
 from federated_data.sources import SOURCES
 from models.assignment import parse_assignment
 from models.generators import DIVERSITY_PRIORS, GENERATOR_KINDS
+from models.masked import GENERATOR_SIZES
+from models.mmd import PRISM_LOSSES
 from models.teachers import TEACHERS
 from models.zoo import ARCHITECTURES
 from strategies.fedh2l import ALIGNMENTS, POSTERIOR_DTYPES, RELAYS
 from strategies.fmd import PROBES, SERVER_DISTILL
 from strategies.mosaic import PROTOTYPE_KINDS
+from strategies.prism import AGGREGATIONS, DOWNLINKS, FINAL_MASKS
 from strategies.topology import TOPOLOGIES
 
-METHODS = ("fedavg", "fedprox", "feddf", "fedh2l", "fmd", "mosaic")
+METHODS = ("fedavg", "fedprox", "feddf", "fedh2l", "fmd", "mosaic", "prism", "fedavg-generator")
+GENERATIVE_METHODS = ("prism", "fedavg-generator")
 APP_DIR = Path(__file__).resolve().parent.parent
 
 DEFAULTS: dict[str, Any] = {
@@ -99,6 +103,18 @@ DEFAULTS: dict[str, Any] = {
     "samples-per-generator": 32,
     "mosaic-finetune-lr-scale": 0.01,
     "mosaic-pool-size": 2000,
+    "prism-generator": "small",
+    "prism-loss": "efficientnet-lite0",
+    "prism-tracker-lr": 1e-5,
+    "prism-aggregation": "mada",
+    "prism-downlink": "scores",
+    "prism-final-mask": "sample",
+    "prism-dp-epsilon": 0.0,
+    "prism-dp-delta": 1e-5,
+    "prism-dp-clip": 1.0,
+    "prism-eval-samples": 2000,
+    "prism-sample-every": 5,
+    "prism-judge-steps": 2000,
     "seed": 0,
     "output-dir": "outputs",
     "run-name": "",
@@ -123,6 +139,11 @@ CHOICES = {
     "generator-diversity-prior": DIVERSITY_PRIORS,
     "generator-aux-model": tuple(ARCHITECTURES),
     "prototypes": PROTOTYPE_KINDS,
+    "prism-generator": tuple(GENERATOR_SIZES),
+    "prism-loss": PRISM_LOSSES,
+    "prism-aggregation": AGGREGATIONS,
+    "prism-downlink": DOWNLINKS,
+    "prism-final-mask": FINAL_MASKS,
 }
 # key: (lowest, highest, inclusive low) -- None means unbounded
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
@@ -178,6 +199,13 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "samples-per-generator": (1, None, True),
     "mosaic-finetune-lr-scale": (0.0, 1.0, False),
     "mosaic-pool-size": (2, None, True),
+    "prism-tracker-lr": (0.0, None, False),
+    "prism-dp-epsilon": (0.0, None, True),
+    "prism-dp-delta": (0.0, 1.0, False),
+    "prism-dp-clip": (0.0, None, False),
+    "prism-eval-samples": (10, None, True),
+    "prism-sample-every": (0, None, True),
+    "prism-judge-steps": (1, None, True),
 }
 
 
@@ -261,6 +289,18 @@ class ExperimentConfig:
     samples_per_generator: int
     mosaic_finetune_lr_scale: float
     mosaic_pool_size: int
+    prism_generator: str
+    prism_loss: str
+    prism_tracker_lr: float
+    prism_aggregation: str
+    prism_downlink: str
+    prism_final_mask: str
+    prism_dp_epsilon: float
+    prism_dp_delta: float
+    prism_dp_clip: float
+    prism_eval_samples: int
+    prism_sample_every: int
+    prism_judge_steps: int
     seed: int
     output_dir: str
     run_name: str
@@ -414,6 +454,12 @@ def validate(values: dict[str, Any]) -> ExperimentConfig:
             raise ConfigError(f"teacher={out['teacher']!r} needs teacher-path (a local file)")
     if out["method"] == "mosaic":
         _check_mosaic(out)
+    if out["prism-dp-epsilon"] > 0 and out["prism-loss"] == "pixel-mmd":
+        raise ConfigError(
+            "prism-dp-epsilon > 0 privatises the clients' feature statistics; prism-loss="
+            "'pixel-mmd' compares raw images every step and has no DP release: use "
+            "prism-loss='efficientnet-lite0'"
+        )
     if out["topology-degree"] % 2:
         raise ConfigError(f"topology-degree={out['topology-degree']} must be even")
     if out["clients-per-round"] and out["clients-per-round"] < out["min-nodes"]:

@@ -18,16 +18,26 @@ def _pyplot():  # type: ignore[no-untyped-def]
 
 
 def plot_rounds(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """accuracy.png, loss.png and bytes.png from metrics.jsonl rows."""
+    """One plot per test metric (accuracy.png, loss.png; PRISM: fd.png, kid.png, ...) and
+    bytes.png from metrics.jsonl rows."""
     if not rows:
         return []
     plt = _pyplot()
     rounds = [r["round"] for r in rows]
     paths = []
-    for key, label in (("accuracy", "test accuracy"), ("loss", "test loss")):
+    per_model = rows[-1].get("per-model", {})
+    keys = sorted({k for m in per_model.values() for k in m}) or ["accuracy", "loss"]
+    for key in keys:
+        label = f"test {key}"
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(rounds, [r[key] for r in rows], marker="o", label="mean over models")
-        for arch in sorted(rows[-1].get("per-model", {})):
+        mean = [
+            float(
+                np.mean([m.get(key, np.nan) for m in r.get("per-model", {}).values()] or [np.nan])
+            )
+            for r in rows
+        ]
+        ax.plot(rounds, mean, marker="o", label="mean over models")
+        for arch in sorted(per_model):
             series = [r["per-model"].get(arch, {}).get(key, np.nan) for r in rows]
             ax.plot(rounds, series, linestyle="--", alpha=0.7, label=arch)
         ax.set(xlabel="round", ylabel=label, title=f"{label} per round")

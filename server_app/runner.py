@@ -20,9 +20,11 @@ from flwr.supercore import log
 from federated_data import DataSpec, Federation
 from models.device import resolve_device
 from models.generators import GeneratorConfig
+from models.image_quality import train_judge
+from models.mmd import gaussian_epsilon, noise_for_epsilon
 from models.teacher_cache import teacher_features
 from models.teachers import LogitsFileTeacher, build_teacher
-from models.zoo import build_model, count_flops, count_parameters
+from models.zoo import build_model
 from strategies.base import FederatedStrategy
 from strategies.fedavg import FedAvg
 from strategies.feddf import FedDF
@@ -30,9 +32,10 @@ from strategies.fedh2l import FedH2L
 from strategies.fedprox import FedProx
 from strategies.fmd import FMD
 from strategies.mosaic import Mosaic
+from strategies.prism import PRISM, FedAvgGenerator
 from strategies.state import ServerState
 
-from .config import ExperimentConfig, mosaic_distill_round
+from .config import GENERATIVE_METHODS, ExperimentConfig, mosaic_distill_round
 from .outputs import RunDirectory
 from .plots import plot_label_distribution, plot_rounds, save_image_grid
 
@@ -52,6 +55,10 @@ MOSAIC_NODE_KEYS = (
     "prototype-min-cluster",
     "prototype-confidence",
 )
+
+
+# What a PRISM (or dense-baseline) client needs besides lr, batch-size and local-steps.
+PRISM_NODE_KEYS = ("prism-generator", "prism-loss", "prism-tracker-lr", "prism-dp-clip")
 
 
 def data_spec(cfg: ExperimentConfig) -> DataSpec:
@@ -87,6 +94,20 @@ def node_config(cfg: ExperimentConfig, fed: Federation) -> dict[str, Any]:
             key: getattr(cfg, key.replace("-", "_"))
             for key in (MOSAIC_NODE_KEYS if cfg.method == "mosaic" else ())
         },
+        **(prism_node_config(cfg) if cfg.method in GENERATIVE_METHODS else {}),
+    }
+
+
+def prism_node_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """PRISM's client settings: the generator (its frozen weights regrow from the run seed),
+    the loss and, with DP, the noise multiplier that makes one release (epsilon, delta)-DP."""
+    noise = (
+        noise_for_epsilon(cfg.prism_dp_epsilon, cfg.prism_dp_delta) if cfg.prism_dp_epsilon else 0.0
+    )
+    return {
+        **{key: getattr(cfg, key.replace("-", "_")) for key in PRISM_NODE_KEYS},
+        "prism-weights-seed": cfg.seed,
+        "prism-dp-noise": noise,
     }
 
 
@@ -116,6 +137,8 @@ def build_strategy(
             public_x=fed.public.x if cfg.seed_source == "public" else None,
             **common,
         )
+    if cfg.method in GENERATIVE_METHODS:
+        return build_generative(cfg, fed, common)
     distillation: dict[str, Any] = {
         "public_x": fed.public.x,
         "distill_steps": cfg.distill_steps,
@@ -148,6 +171,56 @@ def build_strategy(
             **common,
         )
     return FedDF(**distillation, **common)
+
+
+def build_generative(
+    cfg: ExperimentConfig, fed: Federation, common: dict[str, Any]
+) -> FederatedStrategy:
+    """PRISM or its dense FedAvg baseline, with the feature judge that scores samples."""
+    source = fed.source
+    t0 = time.time()
+    judge, judge_info = train_judge(
+        source.x_train,
+        source.y_train,
+        fed.input_shape,
+        fed.num_classes,
+        cache_dir=fed.cache_dir,
+        data_key=fed.data_key("train"),
+        steps=cfg.prism_judge_steps,
+        seed=cfg.seed,
+    )
+    log(INFO, "Feature judge ready in %.1f s: %s", time.time() - t0, judge_info)
+    generative: dict[str, Any] = {
+        "channels": fed.input_shape[0],
+        "judge": judge,
+        "reference": fed.test,
+        "floor_reference": source.x_train[fed.pool],
+        "generator_size": cfg.prism_generator,
+        "eval_samples": cfg.prism_eval_samples,
+        "sample_every": cfg.prism_sample_every,
+        "num_rounds": cfg.num_server_rounds,
+    }
+    if cfg.method == "fedavg-generator":
+        return FedAvgGenerator(**generative, **common)
+    dp: dict[str, Any] = {}
+    noise = common["node_config"]["prism-dp-noise"]
+    if noise:
+        dp = {
+            "epsilon": gaussian_epsilon(noise, cfg.prism_dp_delta),
+            "delta": cfg.prism_dp_delta,
+            "noise-multiplier": noise,
+            "clip": cfg.prism_dp_clip,
+            "mechanism": "Gaussian, one release of each client's feature mean and second moment",
+            "accountant": "RDP (dp-accounting)",
+        }
+    return PRISM(
+        aggregation=cfg.prism_aggregation,
+        downlink=cfg.prism_downlink,
+        final_mask=cfg.prism_final_mask,
+        dp=dp,
+        **generative,
+        **common,
+    )
 
 
 def fmd_teacher_inputs(
@@ -229,7 +302,8 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
         state = ServerState.load(last)
         log(INFO, "Resuming %s after round %d", run_dir.path, state.round)
     rows = run_dir.read_metrics(state.round)
-    best = max((r["accuracy"] for r in rows), default=-1.0)
+    metric, sign = strategy.score_metric, 1.0 if strategy.higher_is_better else -1.0
+    best = max((sign * r[metric] for r in rows), default=-np.inf)
     summary: dict[str, Any] = {"status": "running"}
     try:
         for server_round in range(state.round + 1, cfg.num_server_rounds + 1):
@@ -237,40 +311,43 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
             state, report = strategy.train_round(grid, state, server_round)
             t1 = time.time()
             per_arch = strategy.evaluate(state, fed.test, device)
-            accuracy = float(np.mean([m["accuracy"] for m in per_arch.values()]))
+            score = float(np.mean([m[metric] for m in per_arch.values()]))
             bytes_down = sum(b[0] for b in report.bytes.values())
             bytes_up = sum(b[1] for b in report.bytes.values())
-            row: dict[str, Any] = {
-                "round": server_round,
-                "accuracy": accuracy,
-                "loss": float(np.mean([m["loss"] for m in per_arch.values()])),
-                "per-model": per_arch,
-                "train": report.metrics,
-                "num-sampled": report.num_sampled,
-                "num-ok": report.num_ok,
-                "dropped": {str(k): v for k, v in report.dropped.items()},
-                "bytes-down": bytes_down,
-                "bytes-up": bytes_up,
-                "bytes-per-node": {str(k): v for k, v in sorted(report.bytes.items())},
-                "seconds-round": round(t1 - t0, 3),
-                "seconds-evaluate": round(time.time() - t1, 3),
-            }
+            row: dict[str, Any] = {"round": server_round, metric: score}
+            if all("loss" in m for m in per_arch.values()):
+                row["loss"] = float(np.mean([m["loss"] for m in per_arch.values()]))
+            row.update(
+                {
+                    "per-model": per_arch,
+                    "train": report.metrics,
+                    "num-sampled": report.num_sampled,
+                    "num-ok": report.num_ok,
+                    "dropped": {str(k): v for k, v in report.dropped.items()},
+                    "bytes-down": bytes_down,
+                    "bytes-up": bytes_up,
+                    "bytes-per-node": {str(k): v for k, v in sorted(report.bytes.items())},
+                    "seconds-round": round(t1 - t0, 3),
+                    "seconds-evaluate": round(time.time() - t1, 3),
+                }
+            )
             for name, images in strategy.take_images().items():
                 save_image_grid(images, run_dir.samples / f"{name}-round{server_round}.png")
             rows.append(row)
             run_dir.append_metrics(row)  # metrics first: a resume cuts rows past the checkpoint
             state.save(last)
-            if accuracy > best:
-                best = accuracy
+            if sign * score > best:
+                best = sign * score
                 state.save(run_dir.checkpoints / "best.npz")
             log(
                 INFO,
-                "[round %d/%d] accuracy %.4f loss %.4f | %d/%d replies | down %.2f MB "
+                "[round %d/%d] %s %.4f loss %.4f | %d/%d replies | down %.2f MB "
                 "up %.2f MB | %.1f s",
                 server_round,
                 cfg.num_server_rounds,
-                accuracy,
-                row["loss"],
+                metric,
+                score,
+                row.get("loss", float("nan")),
                 report.num_ok,
                 report.num_sampled,
                 bytes_down / 1e6,
@@ -278,6 +355,8 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
                 time.time() - t0,
             )
         summary["status"] = "completed"
+        if state.round:
+            summary["export"] = strategy.export(state, run_dir.path)
     except Exception as err:
         summary.update(status="failed", error=f"{type(err).__name__}: {err}")
         log(ERROR, "Run failed after round %d: %s", state.round, summary["error"])
@@ -303,27 +382,21 @@ def _summarise(
     import flwr
 
     final = rows[-1] if rows else {}
-    best = max(rows, key=lambda r: r["accuracy"]) if rows else {}
-    models = {}
-    for arch in sorted({i.architecture for i in strategy.nodes.values()}):
-        m = strategy.model_fn(arch)
-        models[arch] = {
-            "parameters": count_parameters(m),
-            "macs": count_flops(m, fed.input_shape),
-        }
+    metric, sign = strategy.score_metric, 1.0 if strategy.higher_is_better else -1.0
+    best = max(rows, key=lambda r: sign * r[metric]) if rows else {}
     return {
         "run-dir": str(run_dir.path),
         "rounds-completed": final.get("round", 0),
         "num-server-rounds": cfg.num_server_rounds,
-        "final-accuracy": final.get("accuracy"),
+        f"final-{metric}": final.get(metric),
         "final-loss": final.get("loss"),
         "final-per-model": final.get("per-model"),
-        "best-accuracy": best.get("accuracy"),
+        f"best-{metric}": best.get(metric),
         "best-round": best.get("round"),
         "total-bytes-down": sum(r["bytes-down"] for r in rows),
         "total-bytes-up": sum(r["bytes-up"] for r in rows),
         "seconds": round(seconds, 2),
-        "models": models,
+        "models": strategy.model_costs(fed.input_shape),
         **strategy.extra_summary(fed.input_shape),
         "data": fed.source.note,
         "paths": {
@@ -351,13 +424,15 @@ def _log_run_summary(summary: dict[str, Any]) -> None:
         summary["num-server-rounds"],
         summary["seconds"],
     )
-    if summary.get("final-accuracy") is not None:
-        log(
-            INFO,
-            "  final accuracy %.4f (best %.4f at round %s)",
-            summary["final-accuracy"],
-            summary["best-accuracy"],
-            summary["best-round"],
-        )
+    for metric in ("accuracy", "fd"):
+        if summary.get(f"final-{metric}") is not None:
+            log(
+                INFO,
+                "  final %s %.4f (best %.4f at round %s)",
+                metric,
+                summary[f"final-{metric}"],
+                summary[f"best-{metric}"],
+                summary["best-round"],
+            )
     for name, path in summary["paths"].items():
         log(INFO, "  %-16s %s", name, path)

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -23,7 +24,7 @@ from torch import nn
 
 from federated_data import ArrayDataset
 from models.training import evaluate_classifier, seeded_generator
-from models.zoo import ARCHITECTURES
+from models.zoo import ARCHITECTURES, count_flops, count_parameters
 
 from .protocol import CONFIG_KEY, INFO_KEY, QUERY_INFO, serialized_size
 from .state import Arrays, ServerState
@@ -124,6 +125,10 @@ class FederatedStrategy(ABC):
     """
 
     name = "base"
+    # The metric that ranks rounds (best checkpoint, summary): test accuracy for classifiers;
+    # PRISM's generators are ranked by a Frechet distance, where lower is better.
+    score_metric = "accuracy"
+    higher_is_better = True
 
     def __init__(
         self,
@@ -167,6 +172,19 @@ class FederatedStrategy(ABC):
     def extra_summary(self, input_shape: tuple[int, int, int]) -> dict[str, Any]:
         """Method-specific entries for ``summary.json`` (FMD: the teacher)."""
         return {}
+
+    def export(self, state: ServerState, directory: Path) -> dict[str, Any]:
+        """Write the run's final artefact to ``directory`` (PRISM: the sparse generator);
+        returns what ``summary.json`` should say about it."""
+        return {}
+
+    def model_costs(self, input_shape: tuple[int, int, int]) -> dict[str, dict[str, int]]:
+        """Parameters and MACs of every architecture the run trained."""
+        out = {}
+        for arch in sorted({i.architecture for i in self.nodes.values()}):
+            m = self.model_fn(arch)
+            out[arch] = {"parameters": count_parameters(m), "macs": count_flops(m, input_shape)}
+        return out
 
     # ----------------------------------------------------------------- evaluation
 

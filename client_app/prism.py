@@ -1,0 +1,248 @@
+"""PRISM on a node: train the scores of the shared random generator with an MMD loss and reply
+one sampled binary mask, bit-packed; and the dense FedAvg baseline with the same loss.
+
+What survives between rounds lives in ``context.state`` (run-scoped, kept by the SuperNode
+across the fresh processes of a deployment): the Adam state of the scores (or weights) and the
+moment-matching trackers with their Adam state. The real feature statistics are computed once
+per node and cached on its disk (``<cache>/prism-statistics``); with DP the released, noisy
+statistics are derived from them with a seeded draw, so every round reuses the same release.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import MetricRecord, RecordDict
+from torch import nn
+
+from models.masked import (
+    GeneratorSpec,
+    MaskedGenerator,
+    flat,
+    get_scores,
+    get_weights,
+    masked_layers,
+    pack_mask,
+    set_scores,
+    set_weights,
+)
+from models.mmd import (
+    MomentMatching,
+    PixelMMD,
+    feature_map,
+    privatise_statistics,
+    real_statistics,
+    statistics_cache_path,
+    to_generator_size,
+)
+from models.training import images_to_tensor, seeded_generator
+from strategies.protocol import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    METRICS_KEY,
+    array_record,
+    arrays_to_record,
+    record_to_arrays,
+)
+
+from .node import NodeSetup, load_node
+
+MASK_KEY = "mask"  # reply: {"mask": packed uint8}
+SCORES_KEY = "scores"  # downlink: per-layer float32 scores ...
+THETA_KEY = "theta"  # ... or per-layer float16 probabilities
+STATE_KEY = "prism-state"  # context.state: optimizer and tracker state
+
+
+def generator_spec(config: Mapping[str, Any], channels: int, *, dense: bool) -> GeneratorSpec:
+    return GeneratorSpec(
+        channels=channels,
+        size=str(config["prism-generator"]),
+        seed=int(config["prism-weights-seed"]),
+        dense=dense,
+    )
+
+
+def train_mask(content: RecordDict, node_config: dict[str, Any], state: RecordDict) -> RecordDict:
+    """One PRISM round: scores from the server, local MMD training, one sampled mask back."""
+    config: dict[str, Any] = dict(content[CONFIG_KEY])  # type: ignore[arg-type]
+    node = load_node(config, node_config)
+    model = generator_spec(config, node.input_shape[0], dense=False).build()
+    if THETA_KEY in content:
+        probs = record_to_arrays(array_record(content, THETA_KEY))
+        eps = 1e-6  # float16 rounds extreme probabilities to 0 or 1
+        set_scores(
+            model,
+            {k: _logit(np.clip(v.astype(np.float32), eps, 1 - eps)) for k, v in probs.items()},
+        )
+    else:
+        set_scores(model, record_to_arrays(array_record(content, SCORES_KEY)))
+    params = [layer.scores for _, layer in masked_layers(model)]
+    metrics, gen = _train(model, params, node, config, state)
+    with torch.no_grad():
+        theta = torch.sigmoid(torch.from_numpy(flat(get_scores(model), model)))
+        bits = torch.bernoulli(theta, generator=gen).to(torch.uint8).numpy()
+    metrics["mask-density"] = float(bits.mean())
+    return RecordDict(
+        {
+            MASK_KEY: arrays_to_record({MASK_KEY: pack_mask(bits)}),
+            METRICS_KEY: MetricRecord(metrics),
+        }
+    )
+
+
+def train_dense(content: RecordDict, node_config: dict[str, Any], state: RecordDict) -> RecordDict:
+    """The baseline: the same generator with dense trainable weights, same loss, FedAvg."""
+    config: dict[str, Any] = dict(content[CONFIG_KEY])  # type: ignore[arg-type]
+    node = load_node(config, node_config)
+    model = generator_spec(config, node.input_shape[0], dense=True).build()
+    set_weights(model, record_to_arrays(array_record(content, ARRAYS_KEY)))
+    params = [layer.weight for _, layer in masked_layers(model)]
+    metrics, _ = _train(model, params, node, config, state)
+    return RecordDict(
+        {
+            ARRAYS_KEY: arrays_to_record(get_weights(model)),
+            METRICS_KEY: MetricRecord(metrics),
+        }
+    )
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p / (1 - p)).astype(np.float32)
+
+
+def _train(
+    model: MaskedGenerator,
+    params: Sequence[torch.Tensor],
+    node: NodeSetup,
+    config: dict[str, Any],
+    state: RecordDict,
+) -> tuple[dict[str, Any], torch.Generator]:
+    """``local-steps`` Adam steps on ``params`` (lr, betas (0.5, 0.999)) against the node's
+    loss; optimizer and tracker state restored from and saved to ``state``."""
+    if len(node.data) < 2:
+        raise ValueError(
+            f"partition {node.partition_id} has {len(node.data)} examples; PRISM needs >= 2"
+        )
+    t0 = time.time()
+    seed, server_round = int(config["data.seed"]), int(config["server-round"])
+    gen = seeded_generator(seed, server_round, node.partition_id, 0x9A)
+    loss_fn = _loss(node, config, gen)
+    optimizer = torch.optim.Adam(params, lr=float(config["lr"]), betas=(0.5, 0.999))
+    saved = record_to_arrays(state[STATE_KEY]) if STATE_KEY in state else {}  # type: ignore[arg-type]
+    _load_optimizer(optimizer, saved, "g")
+    if isinstance(loss_fn, MomentMatching):
+        _load_trackers(loss_fn, saved)
+    batch = int(config["batch-size"])
+    steps = int(config["local-steps"])
+    losses = []
+    model.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        for _ in range(steps):
+            fake = model(torch.randn(batch, 128))
+            loss = loss_fn(fake)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+    arrays = _optimizer_arrays(optimizer, "g")
+    if isinstance(loss_fn, MomentMatching):
+        arrays.update(_tracker_arrays(loss_fn))
+    state[STATE_KEY] = arrays_to_record(arrays)
+    metrics: dict[str, Any] = {
+        "num-examples": len(node.data),
+        "partition-id": node.partition_id,
+        "train-loss": float(np.mean(losses)) if losses else 0.0,
+        "seconds-train": round(time.time() - t0, 3),
+    }
+    return metrics, gen
+
+
+def _loss(node: NodeSetup, config: dict[str, Any], gen: torch.Generator) -> nn.Module:
+    kind = str(config["prism-loss"])
+    if kind == "pixel-mmd":
+        real = to_generator_size(images_to_tensor(node.data.x))
+        return PixelMMD(real, sampler=lambda n: torch.randint(0, len(real), (n,), generator=gen))
+    phi = feature_map(kind)
+    mean, var, n = _statistics(node, phi, float(config["prism-dp-clip"]) if _dp(config) else 0.0)
+    if _dp(config):
+        mean, var = privatise_statistics(
+            mean,
+            var,
+            n,
+            clip=float(config["prism-dp-clip"]),
+            noise_multiplier=float(config["prism-dp-noise"]),
+            rng=np.random.default_rng([int(config["data.seed"]), node.partition_id, 0xD9]),
+        )
+    return MomentMatching(phi, mean, var, lr=float(config["prism-tracker-lr"]))
+
+
+def _dp(config: dict[str, Any]) -> bool:
+    return float(config["prism-dp-noise"]) > 0
+
+
+def _statistics(node: NodeSetup, phi: nn.Module, clip: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """The node's real feature statistics, from its disk cache when present."""
+    assert node.indices is not None
+    key = {
+        "data": node.data_key,
+        "indices": hashlib.sha256(np.ascontiguousarray(node.indices).tobytes()).hexdigest()[:16],
+        "features": getattr(phi, "id", type(phi).__name__),
+        "clip": clip,
+        "torch": torch.__version__.split("+")[0],
+    }
+    path = statistics_cache_path(node.cache_dir, key)
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                return z["mean"], z["var"], int(z["n"])
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable cache: recompute below
+    mean, var, n = real_statistics(phi, node.data.x, clip=clip)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, mean=mean, var=var, n=np.int64(n))
+    tmp.replace(path)
+    return mean, var, n
+
+
+def _optimizer_arrays(opt: torch.optim.Optimizer, prefix: str) -> dict[str, np.ndarray]:
+    out = {}
+    for i, s in opt.state_dict()["state"].items():
+        for name, value in s.items():
+            out[f"{prefix}/{i}/{name}"] = torch.as_tensor(value).detach().cpu().numpy().copy()
+    return out
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, arrays: dict[str, np.ndarray], prefix: str) -> None:
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in arrays.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == prefix:
+            per_param.setdefault(int(parts[1]), {})[parts[2]] = torch.from_numpy(np.array(value))
+    if per_param:
+        sd = opt.state_dict()
+        sd["state"] = per_param
+        opt.load_state_dict(sd)
+
+
+def _tracker_arrays(mm: MomentMatching) -> dict[str, np.ndarray]:
+    return {
+        "t/mean": mm.track_mean.detach().numpy().copy(),
+        "t/var": mm.track_var.detach().numpy().copy(),
+        **_optimizer_arrays(mm.optimizer, "ta"),
+    }
+
+
+def _load_trackers(mm: MomentMatching, arrays: dict[str, np.ndarray]) -> None:
+    if "t/mean" in arrays and len(arrays["t/mean"]) == len(mm.track_mean):
+        with torch.no_grad():
+            mm.track_mean.copy_(torch.from_numpy(np.array(arrays["t/mean"])))
+            mm.track_var.copy_(torch.from_numpy(np.array(arrays["t/var"])))
+        _load_optimizer(mm.optimizer, arrays, "ta")

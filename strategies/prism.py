@@ -1,0 +1,418 @@
+"""PRISM [Seo et al., ICLR 2025, arXiv:2503.08085]: federated generative models through
+stochastic binary masks over a frozen random network, aggregated with MADA.
+
+Every round each client trains the scores of the shared random generator with an MMD loss and
+uploads one sampled binary mask, bit-packed (1 bit per weight). The server smooths every bit
+(0 -> 0.01, 1 -> 0.99: FedPM's Beta(1, 1) aggregation with the prior reset each round),
+averages them into ``theta_agg`` and blends with its previous scores by the mask-aware
+dynamic moving average (MADA): sample one mask from the previous global scores and one from
+``theta_agg``; with ``d`` their normalised Hamming distance,
+
+* ``mada`` (the reference code, default): ``s' = d * logit(theta_agg) + (1 - d) * s``;
+* ``mada-probability`` (the paper's figure): ``theta' = (1 - d) * sigmoid(s) + d * theta_agg``;
+* ``mean`` (PRISM without MADA, the ablation): ``s' = logit(theta_agg)``.
+
+:class:`FedAvgGenerator` is the baseline: the same generator with dense trainable weights and
+the same loss, averaged by FedAvg.
+"""
+
+from __future__ import annotations
+
+from logging import INFO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore import log
+
+from federated_data import ArrayDataset
+from models.image_quality import FeatureJudge
+from models.masked import (
+    Z_DIM,
+    GeneratorSpec,
+    MaskedGenerator,
+    export_generator,
+    final_mask,
+    flat,
+    get_scores,
+    get_weights,
+    num_masked,
+    set_fixed_mask,
+    set_scores,
+    set_weights,
+    unflat,
+    unpack_mask,
+)
+from models.mmd import to_generator_size
+from models.training import images_to_tensor, seeded_generator
+from models.zoo import count_flops
+
+from .aggregate import weighted_average
+from .base import FederatedStrategy, RoundReport, require_choice
+from .protocol import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, arrays_to_record
+from .state import Arrays, ServerState
+from .validation import InvalidReply, check_num_examples, check_train_reply
+
+TRAIN_MASK = "train.mask"
+TRAIN_DENSE = "train.dense_generator"  # Flower names handlers like functions
+MASK_KEY = "mask"
+SCORES_KEY = "scores"
+THETA_KEY = "theta"
+AGGREGATIONS = ("mada", "mada-probability", "mean")
+DOWNLINKS = ("scores", "theta-float16")
+FINAL_MASKS = ("sample", "threshold")
+SMOOTHING = (0.01, 0.99)  # a received 0 counts as 0.01, a 1 as 0.99
+
+
+def smoothed_mean(bits: np.ndarray) -> np.ndarray:
+    """theta_agg from a (clients, weights) 0/1 matrix, each bit smoothed to 0.01 / 0.99."""
+    low, high = SMOOTHING
+    return (low + (high - low) * bits.astype(np.float64)).mean(0)
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p) - np.log1p(-p)
+
+
+def sigmoid(s: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-s))
+
+
+def aggregate_scores(
+    previous: np.ndarray, theta_agg: np.ndarray, how: str, rng: np.random.Generator
+) -> tuple[np.ndarray, float]:
+    """New global scores from the previous ones and ``theta_agg``; returns (scores, d_H)
+    (d_H is NaN for ``mean``, which does not sample)."""
+    require_choice("prism-aggregation", how, AGGREGATIONS)
+    if how == "mean":
+        return logit(theta_agg).astype(np.float32), float("nan")
+    theta_prev = sigmoid(previous.astype(np.float64))
+    m_prev = rng.random(len(theta_prev)) < theta_prev
+    m_agg = rng.random(len(theta_agg)) < theta_agg
+    d = float(np.mean(m_prev != m_agg))
+    if how == "mada":
+        new = d * logit(theta_agg) + (1.0 - d) * previous
+    else:
+        new = logit(np.clip((1.0 - d) * theta_prev + d * theta_agg, 1e-7, 1 - 1e-7))
+    return new.astype(np.float32), d
+
+
+class GenerativeStrategy(FederatedStrategy):
+    """Shared server side of PRISM and its dense baseline: the generator in the state,
+    evaluation by the feature judge, sample grids and the final export.
+
+    Parameters
+    ----------
+    channels : int
+        Image channels of the data (the generator always draws 32x32).
+    generator_size : str (default: "small")
+        ``full`` (the paper's 3.54 M-weight network) or ``small``.
+    judge : FeatureJudge
+        Classifier trained on the real training set; its features score the samples.
+    reference : ArrayDataset
+        Real images the samples are compared with (the test split).
+    floor_reference : np.ndarray | None
+        Real training images for the real-vs-real floor of every metric.
+    eval_samples : int (default: 2000)
+        Generated (and real) images per evaluation.
+    sample_every : int (default: 5)
+        Rounds between saved sample grids (round 1 and the last round always).
+    num_rounds : int (default: 1)
+        Last round, for the final grid.
+    """
+
+    score_metric = "fd"
+    higher_is_better = False
+
+    def __init__(
+        self,
+        *,
+        channels: int,
+        judge: FeatureJudge,
+        reference: ArrayDataset,
+        floor_reference: np.ndarray | None = None,
+        generator_size: str = "small",
+        eval_samples: int = 2000,
+        sample_every: int = 5,
+        num_rounds: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.channels = channels
+        self.generator_size = generator_size
+        self.judge = judge
+        self.reference = reference
+        self.floor_reference = floor_reference
+        self.eval_samples = eval_samples
+        self.sample_every = sample_every
+        self.num_rounds = num_rounds
+        self._images: dict[str, np.ndarray] = {}
+        n = min(eval_samples, len(reference))
+        pick = np.random.default_rng([self.seed, 0xE7]).choice(len(reference), n, replace=False)
+        self._real = to_generator_size(images_to_tensor(reference.x[np.sort(pick)]))
+        self._real_labels = reference.y
+
+    def spec(self, *, dense: bool) -> GeneratorSpec:
+        return GeneratorSpec(self.channels, self.generator_size, self.seed, dense=dense)
+
+    def generator(self, state: ServerState) -> MaskedGenerator:
+        """The global generator as it would be deployed after ``state.round``."""
+        raise NotImplementedError
+
+    def evaluate(
+        self, state: ServerState, test: ArrayDataset, device: torch.device
+    ) -> dict[str, dict[str, float]]:
+        model = self.generator(state).eval()
+        gen = seeded_generator(self.seed, state.round, 0xE8)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+            fake = torch.cat(
+                [
+                    model.sample(min(500, self.eval_samples - i))
+                    for i in range(0, self.eval_samples, 500)
+                ]
+            )
+        r = state.round
+        if r == 1 or r == self.num_rounds or (self.sample_every and r % self.sample_every == 0):
+            self._images["generator"] = (
+                ((fake[:64] + 1) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
+            )
+        return {"generator": self.judge.score(fake, self._real, self._real_labels, seed=self.seed)}
+
+    def model_costs(self, input_shape: tuple[int, int, int]) -> dict[str, dict[str, int]]:
+        model = self.spec(dense=False).build()
+        name = f"generator-{self.generator_size}"
+        return {name: {"parameters": num_masked(model), "macs": count_flops(model, (Z_DIM,))}}
+
+    def take_images(self) -> dict[str, np.ndarray]:
+        images, self._images = self._images, {}
+        return images
+
+    def real_floor(self) -> dict[str, float]:
+        """Every metric for real training images against the same real test images."""
+        if self.floor_reference is None:
+            return {}
+        n = min(len(self._real), len(self.floor_reference))
+        pick = np.random.default_rng([self.seed, 0xF1]).choice(
+            len(self.floor_reference), n, replace=False
+        )
+        real_train = to_generator_size(images_to_tensor(self.floor_reference[np.sort(pick)]))
+        return self.judge.score(real_train, self._real, self._real_labels, seed=self.seed)
+
+
+class PRISM(GenerativeStrategy):
+    """PRISM: bit-packed sampled masks up, MADA on the server.
+
+    Parameters
+    ----------
+    aggregation : str (default: "mada")
+        ``mada`` (reference code), ``mada-probability`` (paper) or ``mean`` (no MADA).
+    downlink : str (default: "scores")
+        ``scores`` (float32) or ``theta-float16`` (probabilities, half the bytes).
+    final_mask : str (default: "sample")
+        How the exported (and evaluated) generator fixes its mask: one ``sample`` with the
+        run's seed, or ``threshold`` (theta > 0.5).
+    dp : dict[str, float] | None
+        The DP release the clients make (noise multiplier, clip, epsilon, delta), reported.
+    """
+
+    name = "prism"
+
+    def __init__(
+        self,
+        *,
+        aggregation: str = "mada",
+        downlink: str = "scores",
+        final_mask: str = "sample",
+        dp: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        require_choice("prism-aggregation", aggregation, AGGREGATIONS)
+        require_choice("prism-downlink", downlink, DOWNLINKS)
+        require_choice("prism-final-mask", final_mask, FINAL_MASKS)
+        self.aggregation = aggregation
+        self.downlink = downlink
+        self.final_mask = final_mask
+        self.dp = dp or {}
+        self._template = self.spec(dense=False).build()
+        self.num_weights = num_masked(self._template)
+
+    def summary(self) -> None:
+        super().summary()
+        log(
+            INFO,
+            "\t│   ├── generator: %s, %d masked weights",
+            self.generator_size,
+            self.num_weights,
+        )
+        log(INFO, "\t│   ├── aggregation: %s, downlink: %s", self.aggregation, self.downlink)
+        if self.dp:
+            log(
+                INFO, "\t│   └── DP: epsilon %.2f at delta %g", self.dp["epsilon"], self.dp["delta"]
+            )
+
+    def initial_state(self) -> ServerState:
+        state = ServerState()
+        state.data = {f"scores/{k}": v for k, v in get_scores(self._template).items()}
+        return state
+
+    def scores(self, state: ServerState) -> Arrays:
+        return {
+            k.removeprefix("scores/"): v for k, v in state.data.items() if k.startswith("scores/")
+        }
+
+    def train_round(
+        self, grid: Grid, state: ServerState, server_round: int
+    ) -> tuple[ServerState, RoundReport]:
+        report = RoundReport()
+        participants = self.select_participants(grid, server_round, report)
+        scores = self.scores(state)
+        if self.downlink == "scores":
+            down = {SCORES_KEY: arrays_to_record(scores)}
+        else:
+            down = {
+                THETA_KEY: arrays_to_record(
+                    {k: sigmoid(v).astype(np.float16) for k, v in scores.items()}
+                )
+            }
+        config = ConfigRecord({**self.node_config, "server-round": server_round})
+        payloads = {n: RecordDict({CONFIG_KEY: config, **down}) for n in participants}
+        ex = self.exchange(grid, payloads, TRAIN_MASK, server_round, self._parse_mask)
+        report.add(ex, self.partition_of())
+        self.require_replies(ex, server_round, "train.mask")
+        report.num_ok = len(ex.replies)
+
+        order = sorted(ex.replies, key=lambda n: self.nodes[n].partition_id)
+        bits = np.stack([ex.replies[n][0] for n in order])
+        theta_agg = smoothed_mean(bits)
+        rng = np.random.default_rng([self.seed, server_round, 0x3ADA])
+        previous = flat(scores, self._template)
+        new, d = aggregate_scores(previous, theta_agg, self.aggregation, rng)
+        for name, arr in unflat(new, self._template).items():
+            state.data[f"scores/{name}"] = arr
+        metrics = [m for _, m in ex.replies.values()]
+        report.metrics = {
+            k: float(np.mean([m[k] for m in metrics]))
+            for k in ("train-loss", "mask-density", "seconds-train")
+            if all(k in m for m in metrics)
+        }
+        report.metrics["theta-mean"] = float(theta_agg.mean())
+        if not np.isnan(d):
+            report.metrics["mada-hamming"] = d
+        state.round = server_round
+        return state, report
+
+    def _parse_mask(self, reply: Message) -> tuple[np.ndarray, dict[str, float]]:
+        content = reply.content
+        if MASK_KEY not in content or METRICS_KEY not in content:
+            raise InvalidReply(f"reply lacks '{MASK_KEY}' or '{METRICS_KEY}'")
+        record = content[MASK_KEY]
+        if not isinstance(record, ArrayRecord) or list(record.keys()) != [MASK_KEY]:
+            raise InvalidReply(f"'{MASK_KEY}' must hold exactly one array named {MASK_KEY!r}")
+        packed = record[MASK_KEY].numpy()
+        try:
+            bits = unpack_mask(packed, self.num_weights)
+        except ValueError as err:
+            raise InvalidReply(str(err)) from err
+        check_num_examples(content[METRICS_KEY])
+        metrics = {
+            k: float(v) for k, v in content[METRICS_KEY].items() if isinstance(v, int | float)
+        }  # type: ignore[union-attr]
+        if not all(np.isfinite(list(metrics.values()))):
+            raise InvalidReply("metrics hold NaN or Inf")
+        return bits, metrics
+
+    def fixed_mask(self, state: ServerState) -> np.ndarray:
+        return final_mask(flat(self.scores(state), self._template), self.final_mask, self.seed)
+
+    def generator(self, state: ServerState) -> MaskedGenerator:
+        model = self.spec(dense=False).build()
+        set_scores(model, self.scores(state))
+        set_fixed_mask(model, self.fixed_mask(state))
+        return model
+
+    def export(self, state: ServerState, directory: Path) -> dict[str, Any]:
+        """The final sparse generator: seed + bit-packed fixed mask."""
+        info = export_generator(
+            directory / "generator.npz", self.spec(dense=False), self.fixed_mask(state)
+        )
+        info["final-mask"] = self.final_mask
+        return info
+
+    def extra_summary(self, input_shape: tuple[int, int, int]) -> dict[str, Any]:
+        packed = (self.num_weights + 7) // 8
+        return {
+            "prism": {
+                "generator": self.generator_size,
+                "masked-weights": self.num_weights,
+                "mask-bytes": packed,
+                "bits-per-weight": 8 * packed / self.num_weights,
+                "aggregation": self.aggregation,
+                "downlink": self.downlink,
+                "dp": self.dp,
+                "real-floor": self.real_floor(),
+            }
+        }
+
+
+class FedAvgGenerator(GenerativeStrategy):
+    """The baseline: the same generator with dense weights, same loss, sample-weighted FedAvg."""
+
+    name = "fedavg-generator"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._template = self.spec(dense=True).build()
+
+    def initial_state(self) -> ServerState:
+        return ServerState(models={"generator": get_weights(self._template)})
+
+    def train_round(
+        self, grid: Grid, state: ServerState, server_round: int
+    ) -> tuple[ServerState, RoundReport]:
+        report = RoundReport()
+        participants = self.select_participants(grid, server_round, report)
+        weights = state.models["generator"]
+        config = ConfigRecord({**self.node_config, "server-round": server_round})
+        content: dict[str, ArrayRecord | MetricRecord | ConfigRecord] = {
+            ARRAYS_KEY: arrays_to_record(weights),
+            CONFIG_KEY: config,
+        }
+        payloads = {n: RecordDict(content) for n in participants}
+        ex = self.exchange(
+            grid, payloads, TRAIN_DENSE, server_round, lambda r: check_train_reply(r, weights)
+        )
+        report.add(ex, self.partition_of())
+        self.require_replies(ex, server_round, "train.dense_generator")
+        report.num_ok = len(ex.replies)
+        order = sorted(ex.replies, key=lambda n: self.nodes[n].partition_id)
+        counts = [ex.replies[n][1] for n in order]
+        if sum(counts) > 0:
+            state.models["generator"] = weighted_average([ex.replies[n][0] for n in order], counts)
+        report.metrics = {
+            k: float(np.mean([ex.replies[n][2][k] for n in order]))
+            for k in ("train-loss", "seconds-train")
+            if all(k in ex.replies[n][2] for n in order)
+        }
+        state.round = server_round
+        return state, report
+
+    def generator(self, state: ServerState) -> MaskedGenerator:
+        model = self.spec(dense=True).build()
+        set_weights(model, state.models["generator"])
+        return model
+
+    def extra_summary(self, input_shape: tuple[int, int, int]) -> dict[str, Any]:
+        n = num_masked(self._template)
+        return {
+            "prism": {
+                "generator": self.generator_size,
+                "dense-weights": n,
+                "weight-bytes": 4 * n,
+                "real-floor": self.real_floor(),
+            }
+        }
