@@ -36,8 +36,12 @@ def _free_port() -> int:
         # a fine-tuning round; generators cached by concurrent Ray workers.
         'method="mosaic" mosaic-distill-round=1 generator-steps=150 generator-width=8 '
         "generator-aux-steps=60 prototype-confidence=0.5 meta-steps=50 mosaic-distill-steps=20",
+        # PRISM: bit-packed masks up, client optimizer state in context.state across rounds,
+        # the exported generator written by the ServerApp.
+        'method="prism" lr=0.1 batch-size=16 prism-eval-samples=200 '
+        "prism-judge-steps=200",
     ],
-    ids=["fedavg", "fmd", "mosaic"],
+    ids=["fedavg", "fmd", "mosaic", "prism"],
 )
 def test_flwr_run_simulation_completes_and_writes_outputs(tmp_path, method_config):
     try:
@@ -77,7 +81,13 @@ def test_flwr_run_simulation_completes_and_writes_outputs(tmp_path, method_confi
     assert "finished:completed" in done.stdout
     summary = json.loads((tmp_path / "outputs" / "smoke" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds-completed"] == 2
-    assert summary["final-accuracy"] > 0.3
+    if "prism" in method_config:
+        assert summary["final-fd"] > 0 and summary["export"]["bytes"] < 60_000
+        assert summary["prism"]["bits-per-weight"] == 1.0
+        samples = tmp_path / "outputs" / "smoke" / "samples"
+        assert (samples / "generator-round2.png").exists()
+    else:
+        assert summary["final-accuracy"] > 0.3
     if "fmd" in method_config:
         assert summary["teacher"]["name"] == "efficientnet-lite0"
         assert summary["teacher"]["test"]["accuracy"] > 0.3

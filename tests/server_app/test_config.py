@@ -53,6 +53,13 @@ def test_defaults_resolve():
         ),
         ({"generator": "stylegan"}, r"generator='stylegan' is not allowed; choose one of"),
         ({"prototype-confidence": 1.5}, r"prototype-confidence=1.5 is out of range"),
+        ({"prism-aggregation": "median"}, r"prism-aggregation='median' is not allowed.*mada"),
+        ({"prism-generator": "huge"}, r"prism-generator='huge' is not allowed; choose one of"),
+        ({"prism-dp-delta": 1.5}, r"prism-dp-delta=1.5 is out of range"),
+        (
+            {"method": "prism", "prism-dp-epsilon": 9.8, "prism-loss": "pixel-mmd"},
+            r"prism-loss='pixel-mmd' compares raw images every step and has no DP release",
+        ),
     ],
 )
 def test_bad_values_name_the_key_and_allowed_values(override, message):

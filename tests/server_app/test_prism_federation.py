@@ -1,0 +1,147 @@
+"""PRISM and its dense baseline end to end through the real ServerApp loop and ClientApp on
+digits: bit-packed uplink, metrics, sample grids, export, resume, DP and bad masks."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from federate import rows, run
+from flwr.app import Array, ArrayRecord
+
+from federated_data import Federation
+from models.masked import load_generator, num_masked
+from server_app.config import DEFAULTS, load_config
+from server_app.runner import build_strategy, data_spec
+from strategies.prism import MASK_KEY, TRAIN_MASK
+from strategies.state import ServerState
+
+SMALL = {
+    "method": "prism",
+    "num-partitions": 3,
+    "num-server-rounds": 2,
+    "local-steps": 3,
+    "batch-size": 16,
+    "lr": 0.1,
+    "prism-eval-samples": 120,
+    "prism-judge-steps": 150,
+    "prism-sample-every": 1,
+}
+SMALL_WEIGHTS = 418_192  # the "small" generator for one channel (checked below)
+
+
+@pytest.fixture(scope="module")
+def prism_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("prism")
+    return run(tmp, {**SMALL, "run-name": "prism"}), tmp
+
+
+def test_uplink_is_one_bit_per_weight(prism_run):
+    summary, _ = prism_run
+    assert summary["status"] == "completed"
+    info = summary["prism"]
+    assert info["masked-weights"] == SMALL_WEIGHTS
+    assert info["mask-bytes"] == (SMALL_WEIGHTS + 7) // 8
+    for row in rows(summary):
+        for down, up in row["bytes-per-node"].values():
+            # the serialised reply: the packed mask plus a few hundred bytes of metadata
+            assert info["mask-bytes"] <= up < info["mask-bytes"] + 2_000
+            assert down > 4 * SMALL_WEIGHTS  # float32 scores go down
+        assert row["num-ok"] == 3
+
+
+def test_metrics_grids_and_export(prism_run):
+    summary, _ = prism_run
+    last = rows(summary)[-1]
+    metrics = last["per-model"]["generator"]
+    expected = {"fd", "kid", "precision", "recall", "density", "coverage"}
+    assert expected | {"classes-covered", "class-tv"} <= set(metrics)
+    assert last["fd"] == metrics["fd"] and np.isfinite(metrics["fd"])
+    assert 0 <= last["train"]["mada-hamming"] <= 1
+    floor = summary["prism"]["real-floor"]
+    assert floor["fd"] < metrics["fd"]  # an untrained generator is far from real images
+    run_dir = Path(summary["run-dir"])
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == [
+        "generator-round1.png",
+        "generator-round2.png",
+    ]
+    assert (run_dir / "plots" / "fd.png").exists()
+    export = summary["export"]
+    assert export["bytes"] < 60_000 and 0.3 < export["density"] < 0.7
+    model = load_generator(export["path"])
+    assert num_masked(model) == SMALL_WEIGHTS
+    assert model.sample(4).shape == (4, 1, 32, 32)
+
+
+def test_exported_generator_is_the_evaluated_one(prism_run):
+    summary, tmp = prism_run
+    cfg = load_config({**DEFAULTS, "dataset": "digits", **SMALL, "output-dir": str(tmp)})
+    fed = Federation(data_spec(cfg))
+    strategy = build_strategy(cfg, fed, torch.device("cpu"))
+    state = ServerState.load(Path(summary["run-dir"]) / "checkpoints" / "last.npz")
+    torch.manual_seed(5)
+    a = strategy.generator(state).eval().sample(6)
+    torch.manual_seed(5)
+    b = load_generator(summary["export"]["path"]).sample(6)
+    torch.testing.assert_close(a, b)
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path):
+    cfg = {**SMALL, "run-name": "resume", "num-server-rounds": 1}
+    first = run(tmp_path, cfg)
+    assert first["rounds-completed"] == 1
+    second = run(tmp_path, {**cfg, "num-server-rounds": 2, "resume": True})
+    assert second["rounds-completed"] == 2
+    assert [r["round"] for r in rows(second)] == [1, 2]
+
+
+def _bad_mask(msg, reply):
+    """Partition 0 replies a mask one byte short."""
+    if msg.metadata.message_type != TRAIN_MASK or not reply.has_content():
+        return reply
+    pid = reply.content["metrics"]["partition-id"]
+    packed = reply.content[MASK_KEY][MASK_KEY].numpy()
+    if pid == 0:
+        reply.content[MASK_KEY] = ArrayRecord({MASK_KEY: Array(packed[:-1].copy())})
+    return reply
+
+
+def test_a_malformed_mask_is_dropped_and_the_round_goes_on(tmp_path):
+    summary = run(tmp_path, {**SMALL, "num-server-rounds": 1}, hook=_bad_mask)
+    assert summary["status"] == "completed"
+    row = rows(summary)[0]
+    assert row["num-ok"] == 2
+    (reason,) = row["dropped"].values()
+    assert "bytes, expected" in reason
+
+
+def test_theta_float16_downlink_halves_the_bytes(tmp_path):
+    summary = run(tmp_path, {**SMALL, "num-server-rounds": 1, "prism-downlink": "theta-float16"})
+    down = [d for d, _ in rows(summary)[0]["bytes-per-node"].values()]
+    assert all(2 * SMALL_WEIGHTS <= d < 2.2 * SMALL_WEIGHTS for d in down)
+
+
+def test_dp_reports_epsilon_and_changes_the_statistics(tmp_path):
+    summary = run(tmp_path, {**SMALL, "num-server-rounds": 1, "prism-dp-epsilon": 9.8})
+    dp = summary["prism"]["dp"]
+    assert dp["epsilon"] <= 9.8 and dp["epsilon"] > 9.0
+    assert dp["delta"] == 1e-5 and dp["noise-multiplier"] > 0
+
+
+def test_pixel_mmd_and_no_mada(tmp_path):
+    summary = run(
+        tmp_path,
+        {**SMALL, "num-server-rounds": 1, "prism-loss": "pixel-mmd", "prism-aggregation": "mean"},
+    )
+    row = rows(summary)[0]
+    assert summary["status"] == "completed" and "mada-hamming" not in row["train"]
+
+
+def test_dense_baseline_averages_float_weights(tmp_path):
+    summary = run(tmp_path, {**SMALL, "method": "fedavg-generator", "lr": 0.0005})
+    assert summary["status"] == "completed"
+    assert summary["prism"]["dense-weights"] == SMALL_WEIGHTS
+    for row in rows(summary):
+        for _, up in row["bytes-per-node"].values():
+            assert up > 4 * SMALL_WEIGHTS  # float32 weights go up: 32x PRISM's uplink
+    assert np.isfinite(rows(summary)[-1]["fd"])
