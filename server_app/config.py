@@ -6,6 +6,7 @@ file named by ``experiment``, then any ``--run-config`` value that differs from 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -362,6 +363,11 @@ def read_experiment(path_str: str) -> dict[str, Any]:
     if isinstance(data.get("models"), list):  # YAML may list architectures per client
         data["models"] = ",".join(str(m) for m in data["models"])
     data.pop("experiment", None)
+    for key, value in data.items():
+        # PyYAML (YAML 1.1) reads 1e-5 as a string: accept scientific notation for numbers.
+        if isinstance(DEFAULTS[key], float) and isinstance(value, str):
+            with contextlib.suppress(ValueError):  # else validate() names the key
+                data[key] = float(value)
     return data
 
 
