@@ -29,12 +29,12 @@ from typing import Any
 import torch
 from baselines import OUT, run_in_process
 
-METHODS = {
+METHODS: dict[str, dict[str, Any]] = {
     "PRISM": {"method": "prism", "prism-aggregation": "mada"},
     "PRISM, no MADA": {"method": "prism", "prism-aggregation": "mean"},
     "FedAvg generator": {"method": "fedavg-generator"},
 }
-SPLITS = {
+SPLITS: dict[str, dict[str, Any]] = {
     "non-IID (4 shards)": {"partitioner": "shard", "shards-per-client": 4},
     "IID": {"partitioner": "iid"},
 }

@@ -38,8 +38,7 @@ def _free_port() -> int:
         "generator-aux-steps=60 prototype-confidence=0.5 meta-steps=50 mosaic-distill-steps=20",
         # PRISM: bit-packed masks up, client optimizer state in context.state across rounds,
         # the exported generator written by the ServerApp.
-        'method="prism" lr=0.1 batch-size=16 prism-eval-samples=200 '
-        "prism-judge-steps=200",
+        'method="prism" lr=0.1 batch-size=16 prism-eval-samples=200 prism-judge-steps=200',
     ],
     ids=["fedavg", "fmd", "mosaic", "prism"],
 )
