@@ -24,12 +24,10 @@ from models.masked import (
     GeneratorSpec,
     MaskedGenerator,
     flat,
-    get_scores,
-    get_weights,
+    get_layer_arrays,
     masked_layers,
     pack_mask,
-    set_scores,
-    set_weights,
+    set_layer_arrays,
 )
 from models.mmd import (
     MomentMatching,
@@ -75,16 +73,17 @@ def train_mask(content: RecordDict, node_config: dict[str, Any], state: RecordDi
     if THETA_KEY in content:
         probs = record_to_arrays(array_record(content, THETA_KEY))
         eps = 1e-6  # float16 rounds extreme probabilities to 0 or 1
-        set_scores(
+        set_layer_arrays(
             model,
+            "scores",
             {k: _logit(np.clip(v.astype(np.float32), eps, 1 - eps)) for k, v in probs.items()},
         )
     else:
-        set_scores(model, record_to_arrays(array_record(content, SCORES_KEY)))
+        set_layer_arrays(model, "scores", record_to_arrays(array_record(content, SCORES_KEY)))
     params = [layer.scores for _, layer in masked_layers(model)]
     metrics, gen = _train(model, params, node, config, state)
     with torch.no_grad():
-        theta = torch.sigmoid(torch.from_numpy(flat(get_scores(model), model)))
+        theta = torch.sigmoid(torch.from_numpy(flat(get_layer_arrays(model, "scores"), model)))
         bits = torch.bernoulli(theta, generator=gen).to(torch.uint8).numpy()
     metrics["mask-density"] = float(bits.mean())
     return RecordDict(
@@ -100,12 +99,12 @@ def train_dense(content: RecordDict, node_config: dict[str, Any], state: RecordD
     config: dict[str, Any] = dict(content[CONFIG_KEY])  # type: ignore[arg-type]
     node = load_node(config, node_config)
     model = generator_spec(config, node.input_shape[0], dense=True).build()
-    set_weights(model, record_to_arrays(array_record(content, ARRAYS_KEY)))
+    set_layer_arrays(model, "weight", record_to_arrays(array_record(content, ARRAYS_KEY)))
     params = [layer.weight for _, layer in masked_layers(model)]
     metrics, _ = _train(model, params, node, config, state)
     return RecordDict(
         {
-            ARRAYS_KEY: arrays_to_record(get_weights(model)),
+            ARRAYS_KEY: arrays_to_record(get_layer_arrays(model, "weight")),
             METRICS_KEY: MetricRecord(metrics),
         }
     )

@@ -187,29 +187,20 @@ def num_masked(model: nn.Module) -> int:
     return sum(layer.weight.numel() for _, layer in masked_layers(model))
 
 
-def get_scores(model: nn.Module) -> dict[str, np.ndarray]:
+def get_layer_arrays(model: nn.Module, attr: str) -> dict[str, np.ndarray]:
+    """Per masked layer, a copy of ``attr``: ``scores`` (PRISM) or ``weight`` (the dense
+    baseline's trainable weights)."""
     return {
-        name: layer.scores.detach().cpu().numpy().copy() for name, layer in masked_layers(model)
+        name: getattr(layer, attr).detach().cpu().numpy().copy()
+        for name, layer in masked_layers(model)
     }
 
 
-def set_scores(model: nn.Module, scores: dict[str, np.ndarray]) -> None:
+def set_layer_arrays(model: nn.Module, attr: str, arrays: dict[str, np.ndarray]) -> None:
     with torch.no_grad():
         for name, layer in masked_layers(model):
-            layer.scores.copy_(torch.from_numpy(np.asarray(scores[name], dtype=np.float32)))
-
-
-def get_weights(model: nn.Module) -> dict[str, np.ndarray]:
-    """The dense baseline's trainable weights."""
-    return {
-        name: layer.weight.detach().cpu().numpy().copy() for name, layer in masked_layers(model)
-    }
-
-
-def set_weights(model: nn.Module, weights: dict[str, np.ndarray]) -> None:
-    with torch.no_grad():
-        for name, layer in masked_layers(model):
-            layer.weight.copy_(torch.from_numpy(np.asarray(weights[name], dtype=np.float32)))
+            value = torch.from_numpy(np.asarray(arrays[name], dtype=np.float32))
+            getattr(layer, attr).copy_(value)
 
 
 def flat(arrays: dict[str, np.ndarray], model: nn.Module) -> np.ndarray:

@@ -37,12 +37,10 @@ from models.masked import (
     export_generator,
     final_mask,
     flat,
-    get_scores,
-    get_weights,
+    get_layer_arrays,
     num_masked,
     set_fixed_mask,
-    set_scores,
-    set_weights,
+    set_layer_arrays,
     unflat,
     unpack_mask,
 )
@@ -257,7 +255,9 @@ class PRISM(GenerativeStrategy):
 
     def initial_state(self) -> ServerState:
         state = ServerState()
-        state.data = {f"scores/{k}": v for k, v in get_scores(self._template).items()}
+        state.data = {
+            f"scores/{k}": v for k, v in get_layer_arrays(self._template, "scores").items()
+        }
         return state
 
     def scores(self, state: ServerState) -> Arrays:
@@ -331,7 +331,7 @@ class PRISM(GenerativeStrategy):
 
     def generator(self, state: ServerState) -> MaskedGenerator:
         model = self.spec(dense=False).build()
-        set_scores(model, self.scores(state))
+        set_layer_arrays(model, "scores", self.scores(state))
         set_fixed_mask(model, self.fixed_mask(state))
         return model
 
@@ -369,7 +369,7 @@ class FedAvgGenerator(GenerativeStrategy):
         self._template = self.spec(dense=True).build()
 
     def initial_state(self) -> ServerState:
-        return ServerState(models={"generator": get_weights(self._template)})
+        return ServerState(models={"generator": get_layer_arrays(self._template, "weight")})
 
     def train_round(
         self, grid: Grid, state: ServerState, server_round: int
@@ -403,7 +403,7 @@ class FedAvgGenerator(GenerativeStrategy):
 
     def generator(self, state: ServerState) -> MaskedGenerator:
         model = self.spec(dense=True).build()
-        set_weights(model, state.models["generator"])
+        set_layer_arrays(model, "weight", state.models["generator"])
         return model
 
     def extra_summary(self, input_shape: tuple[int, int, int]) -> dict[str, Any]:

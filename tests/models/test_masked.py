@@ -12,7 +12,7 @@ from models.masked import (
     export_generator,
     final_mask,
     flat,
-    get_scores,
+    get_layer_arrays,
     load_generator,
     masked_layers,
     num_masked,
@@ -116,7 +116,7 @@ def test_final_mask_threshold_and_seeded_sample():
 def test_export_reproduces_the_same_images(tmp_path):
     spec = GeneratorSpec(1, "small", seed=11)
     model = spec.build()
-    bits = final_mask(flat(get_scores(model), model), "sample", 11)
+    bits = final_mask(flat(get_layer_arrays(model, "scores"), model), "sample", 11)
     info = export_generator(tmp_path / "g.npz", spec, bits)
     assert info["masked-weights"] == len(bits) and abs(info["density"] - bits.mean()) < 1e-12
     set_fixed_mask(model, bits)
@@ -131,7 +131,7 @@ def test_export_reproduces_the_same_images(tmp_path):
 def test_full_generator_exports_under_half_a_megabyte(tmp_path):
     spec = GeneratorSpec(3, "full", seed=0)
     model = spec.build()
-    bits = final_mask(flat(get_scores(model), model), "threshold", 0)
+    bits = final_mask(flat(get_layer_arrays(model, "scores"), model), "threshold", 0)
     info = export_generator(tmp_path / "full.npz", spec, bits)
     assert info["bytes"] <= 500_000
     assert info["bytes"] >= 3_544_768 // 8  # 1 bit per weight is the floor of this format
