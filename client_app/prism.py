@@ -168,17 +168,20 @@ def _loss(node: NodeSetup, config: dict[str, Any], gen: torch.Generator) -> nn.M
         real = to_generator_size(images_to_tensor(node.data.x))
         return PixelMMD(real, sampler=lambda n: torch.randint(0, len(real), (n,), generator=gen))
     phi = feature_map(kind)
-    mean, var, n = _statistics(node, phi, float(config["prism-dp-clip"]) if _dp(config) else 0.0)
-    if _dp(config):
+    # With DP every feature vector is clipped (real and generated alike) and the real
+    # statistics are released once with Gaussian noise, seeded so every round reuses them.
+    clip = float(config["prism-dp-clip"]) if _dp(config) else 0.0
+    mean, var, n = _statistics(node, phi, clip)
+    if clip:
         mean, var = privatise_statistics(
             mean,
             var,
             n,
-            clip=float(config["prism-dp-clip"]),
+            clip=clip,
             noise_multiplier=float(config["prism-dp-noise"]),
             rng=np.random.default_rng([int(config["data.seed"]), node.partition_id, 0xD9]),
         )
-    return MomentMatching(phi, mean, var, lr=float(config["prism-tracker-lr"]))
+    return MomentMatching(phi, mean, var, lr=float(config["prism-tracker-lr"]), clip=clip)
 
 
 def _dp(config: dict[str, Any]) -> bool:

@@ -149,6 +149,9 @@ def noise_for_epsilon(epsilon: float, delta: float) -> float:
 class MomentMatching(nn.Module):
     """GFMN's loss with Adam-tracked moving averages of the mean and variance gaps."""
 
+    real_mean: torch.Tensor
+    real_var: torch.Tensor
+
     def __init__(
         self,
         phi: nn.Module,
@@ -157,19 +160,25 @@ class MomentMatching(nn.Module):
         *,
         lr: float = 1e-5,
         betas: tuple[float, float] = (0.5, 0.999),
+        clip: float = 0.0,
     ) -> None:
         super().__init__()
         self.phi = phi
+        # Real statistics of clipped features (the DP release) are matched by clipped fakes.
+        self.clip = clip
         self.register_buffer("real_mean", torch.from_numpy(np.asarray(mean, np.float32)))
         self.register_buffer("real_var", torch.from_numpy(np.asarray(var, np.float32)))
         self.track_mean = nn.Parameter(torch.zeros(len(mean)))
         self.track_var = nn.Parameter(torch.zeros(len(var)))
         self.optimizer = torch.optim.Adam([self.track_mean, self.track_var], lr=lr, betas=betas)
 
+    def gaps(self, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real minus generated feature mean and variance."""
+        f = _clip_rows(self.phi(fake), self.clip)
+        return self.real_mean - f.mean(0), self.real_var - f.var(0)
+
     def forward(self, fake: torch.Tensor) -> torch.Tensor:
-        f = self.phi(fake)
-        gap_mean = self.real_mean - f.mean(0)
-        gap_var = self.real_var - f.var(0)
+        gap_mean, gap_var = self.gaps(fake)
         # 1. fit the trackers to the detached gaps (one Adam step on their squared error)
         self.optimizer.zero_grad()
         track_loss = F.mse_loss(self.track_mean, gap_mean.detach()) + F.mse_loss(

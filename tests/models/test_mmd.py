@@ -14,7 +14,9 @@ from models.mmd import (
     noise_for_epsilon,
     privatise_statistics,
     real_statistics,
+    to_generator_size,
 )
+from models.training import images_to_tensor
 
 
 def test_moment_matching_pulls_fake_moments_to_the_real_ones():
@@ -85,3 +87,15 @@ def test_accountant_matches_the_rdp_bound_and_calibrates_epsilon():
 def test_impossible_epsilon_is_a_clear_error():
     with pytest.raises(ValueError, match="needs more noise"):
         noise_for_epsilon(1e-9, 1e-5)
+
+
+def test_clipped_matching_compares_clipped_fakes():
+    # Real statistics of clipped features are matched by a batch of the same images only if
+    # the loss clips the generated features the same way.
+    images = (np.random.default_rng(1).random((64, 1, 28, 28)) * 255).astype(np.uint8)
+    mean, var, _ = real_statistics(nn.Flatten(), images, clip=1.0)
+    fake = to_generator_size(images_to_tensor(images))
+    gap_mean, gap_var = MomentMatching(nn.Flatten(), mean, var, clip=1.0).gaps(fake)
+    assert float(gap_mean.abs().max()) < 1e-6 and float(gap_var.abs().max()) < 1e-6
+    raw_gap, _ = MomentMatching(nn.Flatten(), mean, var).gaps(fake)
+    assert float(raw_gap.abs().max()) > 0.1
