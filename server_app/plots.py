@@ -26,7 +26,8 @@ def plot_rounds(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     rounds = [r["round"] for r in rows]
     paths = []
     per_model = rows[-1].get("per-model", {})
-    keys = sorted({k for m in per_model.values() for k in m}) or ["accuracy", "loss"]
+    # Per-class entries ("class-accuracy/3") stay in metrics.jsonl, not one plot each.
+    keys = sorted({k for m in per_model.values() for k in m if "/" not in k}) or ["accuracy"]
     for key in keys:
         label = f"test {key}"
         fig, ax = plt.subplots(figsize=(6, 4))
