@@ -1,10 +1,14 @@
-"""Submit an experiment to a local Flower simulation and wait for its real final status.
+"""Submit an experiment to a local Flower simulation (or a deployed SuperLink) and wait for
+its real final status.
 
 ``flwr run`` exits 0 even when the run fails, so this submits with ``--format json``, polls
 ``flwr ls --run-id`` until the run finishes, prints the log on failure, and stops the managed
-local SuperLink it started (by PID) so no server outlives the command.
+local SuperLink it started (by PID) so no server outlives the command. With ``--connection
+NAME`` it submits to the SuperLink of that flwr CLI connection instead (one written by
+``scripts/deploy.py``) and leaves it running.
 
     python scripts/simulate.py --num-supernodes 10 --run-config "num-server-rounds=5"
+    python scripts/simulate.py --connection deploy-tls --run-config "num-server-rounds=5"
 
 Exit codes: 0 completed, 1 failed, 2 timed out (the run is stopped).
 """
@@ -69,6 +73,9 @@ def main() -> int:
     parser.add_argument("--run-config", default="", help="TOML overrides, e.g. 'lr=0.1 seed=1'")
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--keep-superlink", action="store_true")
+    parser.add_argument(
+        "--connection", default="", help="flwr CLI connection of a deployed SuperLink"
+    )
     args = parser.parse_args()
     os.environ.setdefault("FLWR_HOME", str(ROOT / ".flwr_home"))
     for key, value in (
@@ -80,14 +87,10 @@ def main() -> int:
     # flwr and the SuperLink it spawns live next to this interpreter (the project's venv).
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     port = os.environ.setdefault("FLWR_LOCAL_SUPERLINK_HTTP_API_PORT", "39091")
-    run_args = [
-        "run",
-        ".",
-        "--format",
-        "json",
-        "--federation-config",
-        f"num-supernodes={args.num_supernodes}",
-    ]
+    conn = [args.connection] if args.connection else []
+    run_args = ["run", ".", *conn, "--format", "json"]
+    if not args.connection:
+        run_args += ["--federation-config", f"num-supernodes={args.num_supernodes}"]
     if args.run_config:
         run_args += ["--run-config", args.run_config]
     try:
@@ -100,24 +103,22 @@ def main() -> int:
                 file=sys.stderr,
             )
             return 1
-        print(
-            f"[simulate] run {run_id} submitted ({args.num_supernodes} SuperNodes)",
-            flush=True,
-        )
+        where = args.connection or f"local simulation, {args.num_supernodes} SuperNodes"
+        print(f"[simulate] run {run_id} submitted ({where})", flush=True)
         # `flwr log` streams the run's log until it ends; `flwr ls` is the source of truth.
-        streamer = subprocess.Popen(["flwr", "log", run_id], cwd=ROOT)
+        streamer = subprocess.Popen(["flwr", "log", run_id, *conn], cwd=ROOT)
         deadline = time.monotonic() + args.timeout
         status = ""
         try:
             while time.monotonic() < deadline:
-                ls = json.loads(flwr("ls", "--run-id", run_id, "--format", "json").stdout)
+                ls = json.loads(flwr("ls", *conn, "--run-id", run_id, "--format", "json").stdout)
                 status = ls["runs"][0]["status"]
                 if status.startswith("finished"):
                     break
                 time.sleep(2.0)
             else:
                 print(f"[simulate] run {run_id} timed out after {args.timeout:.0f} s; stopping it")
-                flwr("stop", run_id, check=False)
+                flwr("stop", run_id, *conn, check=False)
                 return 2
         finally:
             try:
@@ -127,7 +128,7 @@ def main() -> int:
         print(f"[simulate] run {run_id}: {status} {ls['runs'][0].get('status-details', '')}")
         return 0 if status == "finished:completed" else 1
     finally:
-        if not args.keep_superlink:
+        if not args.keep_superlink and not args.connection:
             stop_superlink(port)
 
 
