@@ -16,7 +16,8 @@ is reported per dataset.
 Runs the real ServerApp loop and ClientApp handlers through the in-process grid. Writes
 benchmarks/results/prism.{json,md} after every run; ``--resume`` continues a table.
 
-    python benchmarks/prism.py --rounds 20 --local-steps 10
+    python benchmarks/prism.py --datasets fmnist
+    python benchmarks/prism.py --datasets mnist10k --out-name prism-mnist10k
 """
 
 from __future__ import annotations
@@ -46,15 +47,15 @@ PAPER_UPLINK_MB = 5.75
 
 def plan(args: argparse.Namespace) -> list[tuple[str, str, str, float, str]]:
     """(dataset, split, method, dp epsilon, generator size), most important first."""
+    non_iid = "non-IID (4 shards)"
     cells = []
     for dataset in args.datasets.split(","):
-        splits = list(SPLITS) if dataset == "fmnist" else ["non-IID (4 shards)"]
-        for split in splits:
-            cells += [(dataset, split, m, 0.0, "small") for m in METHODS]
+        cells += [(dataset, non_iid, m, 0.0, "small") for m in METHODS]
         if dataset == "fmnist":
-            cells += [(dataset, "non-IID (4 shards)", m, DP_EPSILON, "small") for m in METHODS]
-    cells.append(("fmnist", "non-IID (4 shards)", "PRISM", 0.0, "full"))
-    cells.append(("fmnist", "non-IID (4 shards)", "FedAvg generator", 0.0, "full"))
+            cells += [(dataset, non_iid, m, DP_EPSILON, "small") for m in METHODS]
+            cells.append((dataset, non_iid, "PRISM", 0.0, "full"))
+            cells.append((dataset, non_iid, "FedAvg generator", 0.0, "full"))
+            cells += [(dataset, "IID", m, 0.0, "small") for m in METHODS]
     return cells
 
 
@@ -174,8 +175,10 @@ def save(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
         f"{torch.get_num_threads()} torch threads, python {platform.python_version()}",
     }
-    (OUT / "prism.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    (OUT / "prism.md").write_text("\n".join(table(results)) + "\n")
+    (OUT / f"{args.out_name}.json").write_text(
+        json.dumps({"meta": meta, "results": results}, indent=2)
+    )
+    (OUT / f"{args.out_name}.md").write_text("\n".join(table(results)) + "\n")
 
 
 def main() -> None:
@@ -189,15 +192,17 @@ def main() -> None:
     p.add_argument("--eval-samples", type=int, default=2000)
     p.add_argument("--datasets", default="fmnist,mnist10k")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="keep finished rows of prism.json")
+    p.add_argument("--out-name", default="prism", help="results/<name>.{json,md}")
+    p.add_argument("--resume", action="store_true", help="keep the finished rows of the file")
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
-    if args.resume and (OUT / "prism.json").exists():
-        saved = json.loads((OUT / "prism.json").read_text())
+    path = OUT / f"{args.out_name}.json"
+    if args.resume and path.exists():
+        saved = json.loads(path.read_text())
         same = ("rounds", "local_steps", "batch_size", "lr", "dense_lr", "clients", "seed")
         if any(saved["meta"]["settings"][k] != vars(args)[k] for k in same):
-            raise SystemExit("--resume: results/prism.json was made with other settings")
+            raise SystemExit(f"--resume: {path} was made with other settings")
         results = saved["results"]
     done = {
         (r["dataset"], r["split"], r["method"], bool(r["dp-epsilon"]), r["generator"])

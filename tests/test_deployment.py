@@ -1,0 +1,179 @@
+"""A real deployment on 127.0.0.1: SuperLink and SuperNodes as separate processes over gRPC,
+started by scripts/deploy.py with TLS and SuperNode authentication, a run submitted through
+the flwr CLI and checked with `flwr ls`; strangers are rejected; every process is stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+pytestmark = pytest.mark.deployment
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Federation:
+    """scripts/deploy.py with its own state, certificates, ports and FLWR_HOME."""
+
+    def __init__(self, tmp: Path, *, insecure: bool = False) -> None:
+        self.tmp = tmp
+        self.env = {
+            **os.environ,
+            "FLWR_HOME": str(tmp / "flwr_home"),
+            "BOUQUET_OUTPUT_ROOT": str(tmp),
+            "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ['PATH']}",
+        }
+        self.http, self.fleet, self.node_base = _free_port(), _free_port(), _free_port()
+        self.common = [
+            "--state",
+            str(tmp / "state"),
+            "--certs",
+            str(tmp / "certs"),
+            "--port",
+            str(self.http),
+            "--fleet-address",
+            f"127.0.0.1:{self.fleet}",
+            "--node-port-base",
+            str(self.node_base),
+            *(["--insecure"] if insecure else []),
+        ]
+        self.connection = "deploy" if insecure else "deploy-tls"
+
+    def deploy(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PY, "scripts/deploy.py", *self.common, *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def submit(self, run_config: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                PY,
+                "scripts/simulate.py",
+                "--connection",
+                self.connection,
+                "--run-config",
+                run_config,
+                "--timeout",
+                str(timeout),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout + 60,
+        )
+
+    def pids(self) -> dict[str, int]:
+        out = {}
+        for f in (self.tmp / "state" / "pids").glob("*.pid"):
+            out[f.stem] = int(f.read_text())
+        return out
+
+
+@pytest.fixture
+def tls_federation(tmp_path):
+    done = subprocess.run(
+        [PY, "scripts/certs.py", "--out", str(tmp_path / "certs"), "--supernodes", "3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    fed = Federation(tmp_path)
+    up = fed.deploy("up", "--supernodes", "2")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield fed
+    finally:
+        down = fed.deploy("down")
+        assert down.returncode == 0, down.stderr
+        for pid in fed.pids().values():
+            assert not Path(f"/proc/{pid}").exists()
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", fed.http)) != 0  # no SuperLink outlives the test
+
+
+def _supernode(fed: Federation, log: Path, *extra: str) -> tuple[int, str]:
+    """A third SuperNode started by hand, expected to be refused (bounded retries); returns
+    its exit code and output. Output goes to a file: the executor it spawns would otherwise
+    hold a pipe open after the SuperNode itself has exited."""
+    cmd = [
+        "flower-supernode",
+        "--superlink",
+        f"127.0.0.1:{fed.fleet}",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(_free_port()),
+        "--node-config",
+        "partition-id=2 num-partitions=3",
+        "--max-retries",
+        "2",
+        "--max-wait-time",
+        "15",
+        *extra,
+    ]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=fed.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            code = proc.wait(timeout=90)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the SuperNode's executor, if still there
+    return code, log.read_text()
+
+
+def test_tls_federation_runs_and_rejects_strangers(tls_federation):
+    fed = tls_federation
+    certs = fed.tmp / "certs"
+    # A key that was never registered is refused at activation.
+    t0 = time.monotonic()
+    code, output = _supernode(
+        fed,
+        fed.tmp / "stranger.log",
+        "--root-certificates",
+        str(certs / "ca.crt"),
+        "--auth-supernode-private-key",
+        str(certs / "supernode-2"),
+    )
+    assert code != 0
+    assert "2004" in output, output[-2000:]  # "Failed to activate SuperNode"
+    assert time.monotonic() - t0 < 60
+    # A plaintext SuperNode cannot talk to the TLS SuperLink.
+    code, output = _supernode(fed, fed.tmp / "plaintext.log", "--insecure")
+    assert code != 0, output[-2000:]
+
+    done = fed.submit(
+        'dataset="digits" num-server-rounds=2 local-steps=10 run-name="deployed" min-nodes=2'
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "finished:completed" in done.stdout
+    summary = json.loads((fed.tmp / "outputs" / "deployed" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds-completed"] == 2
+    assert summary["final-accuracy"] > 0.5
+    # Both registered nodes answered every round (over gRPC, in separate processes).
+    rows = (fed.tmp / "outputs" / "deployed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["num-ok"] for r in rows] == [2, 2]
+    assert set(fed.pids()) == {"superlink", "supernode-0", "supernode-1"}
