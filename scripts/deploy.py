@@ -351,6 +351,13 @@ def cmd_supernode(args: argparse.Namespace, lay: Layout) -> None:
         )
 
 
+def cmd_connection(args: argparse.Namespace, lay: Layout) -> None:
+    """Only write the CLI connection (a SuperLink started by docker compose or elsewhere)."""
+    if not args.connection:
+        raise SystemExit("connection needs --connection NAME")
+    print(f"[deploy] connection '{args.connection}' in {write_connection(lay, args.connection)}")
+
+
 def cmd_register(args: argparse.Namespace, lay: Layout) -> None:
     for key in args.public_keys:
         register(lay, args.connection, Path(key))
@@ -398,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     node.add_argument("--device", default="", help="torch device for this node, e.g. cuda")
     reg = sub.add_parser("register", help="register SuperNode public keys")
     reg.add_argument("public_keys", nargs="+")
+    sub.add_parser("connection", help="write the flwr CLI connection for --host/--port")
     sub.add_parser("down", help="stop every process started from this state directory")
     sub.add_parser("status", help="list the running processes")
     args = p.parse_args(argv)
@@ -421,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         "superlink": cmd_superlink,
         "supernode": cmd_supernode,
         "register": cmd_register,
+        "connection": cmd_connection,
         "down": cmd_down,
         "status": cmd_status,
     }

@@ -1,0 +1,119 @@
+"""No Docker engine exists here: check every compose file and Dockerfile statically against the
+installed Flower 1.39 executables (every flag must appear in their --help and not be marked
+deprecated or unsupported), the image pins, and the wiring between services."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+COMPOSE_FILES = sorted(DOCKER.rglob("*.yml"))
+BIN = Path(sys.executable).parent
+
+
+@cache
+def help_text(executable: str) -> str:
+    done = subprocess.run(
+        [str(BIN / executable), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def flag_help(executable: str, flag: str) -> str:
+    """The help paragraph of ``flag`` (empty if the executable has no such flag)."""
+    text = help_text(executable)
+    match = re.search(rf"^\s+{re.escape(flag)}\b.*?(?=^\s+--|\Z)", text, re.M | re.S)
+    return match.group(0) if match else ""
+
+
+def executable_of(service: dict) -> str:
+    image = str(service.get("image", ""))
+    if image.startswith("flwr/superlink"):
+        return "flower-superlink"
+    if image.startswith("flwr/supernode"):
+        return "flower-supernode"
+    return "flower-superexec"  # the app image's entrypoint
+
+
+def services():
+    """(file, name, service); an overlay's service inherits the base file's image."""
+    base = yaml.safe_load((DOCKER / "compose.yml").read_text())["services"]
+    for path in COMPOSE_FILES:
+        data = yaml.safe_load(path.read_text())
+        for name, service in data["services"].items():
+            if path.name.startswith("with-"):
+                service = {"image": base[name].get("image"), **service}
+            yield path, name, service
+
+
+def test_there_are_compose_files_and_dockerfiles():
+    names = {p.relative_to(DOCKER).as_posix() for p in COMPOSE_FILES}
+    assert {"compose.yml", "with-tls.yml", "with-state.yml"} <= names
+    assert {"distributed/server.yml", "distributed/client.yml"} <= names
+    assert (DOCKER / "Dockerfile").is_file() and (DOCKER / "Dockerfile.edge").is_file()
+
+
+@pytest.mark.parametrize(
+    "path,name,service",
+    list(services()),
+    ids=[f"{p.relative_to(DOCKER)}:{n}" for p, n, _ in services()],
+)
+def test_every_flag_exists_in_flower_1_39(path, name, service):
+    command = service.get("command")
+    if command is None:
+        return  # an overlay that only adds volumes
+    assert isinstance(command, list), f"{name}: use a list command (no shell splitting)"
+    exe = executable_of(service)
+    for token in command:
+        if not str(token).startswith("--"):
+            continue
+        flag = str(token).split("=")[0]
+        paragraph = flag_help(exe, flag)
+        assert paragraph, f"{path.name}:{name}: {exe} has no {flag}"
+        lowered = " ".join(paragraph.lower().split())
+        for word in ("deprecated", "no longer supported", "renamed"):
+            assert word not in lowered, f"{path.name}:{name}: {flag} is {word} in 1.39"
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: str(p.relative_to(DOCKER)))
+def test_images_are_pinned_to_1_39_and_wired(path):
+    data = yaml.safe_load(path.read_text())
+    for name, service in data["services"].items():
+        image = service.get("image")
+        if image and image.startswith("flwr/"):
+            assert image.endswith(":1.39.0"), f"{name}: {image} is not pinned to 1.39.0"
+        command = [str(c) for c in service.get("command") or []]
+        if "--runtime-api-address" in command:
+            target = command[command.index("--runtime-api-address") + 1]
+            host = target.split(":")[0]
+            assert host in data["services"] or path.name.startswith("with-"), (
+                f"{name} points at {target}, which is not a service of {path.name}"
+            )
+        if "--superlink" in command:
+            assert (
+                command[command.index("--superlink") + 1].endswith(":9092")
+                or "SUPERLINK" in (command[command.index("--superlink") + 1])
+            ), f"{name}: SuperNodes connect to the Fleet API port 9092"
+        secure = "--insecure" not in command
+        if executable_of(service) == "flower-supernode" and secure and command:
+            assert "--root-certificates" in command and "--auth-supernode-private-key" in command
+
+
+def test_dockerfiles_pin_flower_and_avoid_cuda_by_default():
+    app = (DOCKER / "Dockerfile").read_text()
+    assert "FROM flwr/superexec:1.39.0" in app
+    edge = (DOCKER / "Dockerfile.edge").read_text()
+    for text in (app, edge):
+        assert "download.pytorch.org/whl/cpu" in text  # CPU torch first: no CUDA packages
+        assert "torch==${TORCH_VERSION}" in text and "ARG TORCH_VERSION=2.13.0" in text
+        assert "flwr==1.39.*" in text  # the simulation extra (Ray) is dropped in images
+    assert 'ENTRYPOINT ["flower-supernode"]' in edge
