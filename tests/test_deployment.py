@@ -177,3 +177,87 @@ def test_tls_federation_runs_and_rejects_strangers(tls_federation):
     rows = (fed.tmp / "outputs" / "deployed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["num-ok"] for r in rows] == [2, 2]
     assert set(fed.pids()) == {"superlink", "supernode-0", "supernode-1"}
+
+
+@pytest.fixture
+def plain_federation(tmp_path):
+    """Three insecure SuperNodes (the fault tests need no TLS; it is tested above)."""
+    fed = Federation(tmp_path, insecure=True)
+    up = fed.deploy("up", "--supernodes", "3")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "WARNING: --insecure" in up.stderr  # never silently insecure
+        yield fed
+    finally:
+        assert fed.deploy("down").returncode == 0
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", fed.http)) != 0
+
+
+def _wait_for_round(fed: Federation, run_name: str, round_: int, timeout: float = 300) -> None:
+    metrics = fed.tmp / "outputs" / run_name / "metrics.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= round_:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"round {round_} of {run_name} did not finish within {timeout:.0f} s")
+
+
+def _submit_async(fed: Federation, run_config: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [PY, "scripts/simulate.py", "--connection", fed.connection, "--run-config", run_config],
+        cwd=ROOT,
+        env=fed.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_a_supernode_killed_mid_run_leaves_the_run_to_finish(plain_federation):
+    fed = plain_federation
+    run = _submit_async(
+        fed,
+        'dataset="digits" num-server-rounds=3 local-steps=10 run-name="killed" '
+        "min-nodes=2 round-timeout=20.0",
+    )
+    _wait_for_round(fed, "killed", 1)
+    os.kill(fed.pids()["supernode-2"], signal.SIGKILL)  # no goodbye: the process just dies
+    out, _ = run.communicate(timeout=600)
+    assert run.returncode == 0, out[-4000:]
+    rows = [json.loads(r) for r in (fed.tmp / "outputs" / "killed" / "metrics.jsonl").open()]
+    assert [r["num-ok"] for r in rows] == [3, 2, 2]
+    for r in rows[1:]:
+        (reason,) = r["dropped"].values()  # the dead node, with why
+        assert "no reply" in reason or "error reply" in reason
+
+
+def _serverapp_pids() -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"flwr-serverapp" in cmd:
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_resume_after_the_serverapp_is_killed(plain_federation):
+    fed = plain_federation
+    config = 'dataset="digits" num-server-rounds=3 local-steps=10 run-name="crashed" min-nodes=3'
+    run = _submit_async(fed, config)
+    _wait_for_round(fed, "crashed", 1)
+    for pid in _serverapp_pids():
+        os.kill(pid, signal.SIGKILL)  # the ServerApp dies mid-run
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode != 0, out[-3000:]  # reported as failed, not as completed
+    done = fed.submit(config + " resume=true")
+    assert done.returncode == 0, done.stdout[-4000:]
+    summary = json.loads((fed.tmp / "outputs" / "crashed" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds-completed"] == 3
+    rows = [json.loads(r) for r in (fed.tmp / "outputs" / "crashed" / "metrics.jsonl").open()]
+    assert [r["round"] for r in rows] == [1, 2, 3]  # round 1 was not repeated
