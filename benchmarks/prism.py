@@ -92,6 +92,9 @@ def _row(
 ) -> dict[str, Any]:
     metrics = (s.get("final-per-model") or {}).get("generator", {})
     rounds = max(s["rounds-completed"], 1)
+    # One seed and a noisy metric: the mean FD of the last 5 rounds next to the final one.
+    with open(s["paths"]["metrics"]) as f:
+        fds = [json.loads(line)["fd"] for line in f if line.strip()]
     prism = s.get("prism", {})
     return {
         "dataset": dataset,
@@ -105,6 +108,7 @@ def _row(
         "classes-covered": metrics.get("classes-covered"),
         "class-tv": metrics.get("class-tv"),
         "best-fd": s.get("best-fd"),
+        "last5-fd": sum(fds[-5:]) / len(fds[-5:]) if fds else None,
         "real-floor": prism.get("real-floor"),
         "weights": prism.get("masked-weights") or prism.get("dense-weights"),
         "uplink-bytes-per-round": s["total-bytes-up"] / rounds,
@@ -120,9 +124,10 @@ def table(results: list[dict[str, Any]]) -> list[str]:
         return "-" if v is None else format(v, fmt)
 
     lines = [
-        "| data | split | method | DP epsilon | FD (judge) | KID | precision | recall | density "
-        "| coverage | classes covered | class TV | uplink MB/round | exported KB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| data | split | method | DP epsilon | FD (judge) | FD, last 5 rounds | KID | precision "
+        "| recall | density | coverage | classes covered | class TV | uplink MB/round "
+        "| exported KB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     floors: dict[str, dict[str, float]] = {}
     for r in results:
@@ -131,7 +136,8 @@ def table(results: list[dict[str, Any]]) -> list[str]:
         floors.setdefault(r["dataset"], r["real-floor"] or {})
         lines.append(
             f"| {DATASETS[r['dataset']]} | {r['split']} | {r['method']} | "
-            f"{f(r['dp-epsilon'] or None, '.2f')} | {f(r['fd'], '.2f')} | {f(r['kid'], '.3f')} | "
+            f"{f(r['dp-epsilon'] or None, '.2f')} | {f(r['fd'], '.2f')} | "
+            f"{f(r.get('last5-fd'), '.2f')} | {f(r['kid'], '.3f')} | "
             f"{f(r['precision'], '.3f')} | {f(r['recall'], '.3f')} | {f(r['density'], '.3f')} | "
             f"{f(r['coverage'], '.3f')} | {f(r['classes-covered'], '.0f')} | "
             f"{f(r['class-tv'], '.3f')} | {r['uplink-bytes-per-round'] / 1e6:.3f} | "
@@ -140,7 +146,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
     for dataset, fl in floors.items():
         if fl:
             lines.append(
-                f"| {DATASETS[dataset]} | real vs real (floor) | - | - | {fl['fd']:.2f} | "
+                f"| {DATASETS[dataset]} | real vs real (floor) | - | - | {fl['fd']:.2f} | - | "
                 f"{fl['kid']:.3f} | {fl['precision']:.3f} | {fl['recall']:.3f} | "
                 f"{fl['density']:.3f} | {fl['coverage']:.3f} | {fl['classes-covered']:.0f} | "
                 f"{fl['class-tv']:.3f} | - | - |"
@@ -165,6 +171,21 @@ def table(results: list[dict[str, Any]]) -> list[str]:
                 f"{up / PAPER_UPLINK_MB:.1f}x larger | - | - |"
             )
     return lines
+
+
+def rescore(args: argparse.Namespace) -> None:
+    """Rebuild the table from the kept run directories (no training)."""
+    path = OUT / f"{args.out_name}.json"
+    saved = json.loads(path.read_text())
+    results = []
+    for r in saved["results"]:
+        eps = DP_EPSILON if r["dp-epsilon"] else 0.0
+        name = run_name(r["dataset"], r["split"], r["method"], eps, r["generator"])
+        summary = json.loads((OUT / "runs" / name / "summary.json").read_text())
+        summary["wall-seconds"] = r["seconds"]
+        results.append(_row(r["dataset"], r["split"], r["method"], eps, r["generator"], summary))
+    save(results, argparse.Namespace(**{**saved["meta"]["settings"], "out_name": args.out_name}))
+    print("\n".join(table(results)))
 
 
 def save(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
@@ -194,8 +215,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-name", default="prism", help="results/<name>.{json,md}")
     p.add_argument("--resume", action="store_true", help="keep the finished rows of the file")
+    p.add_argument("--rescore", action="store_true", help="rebuild the table from kept runs")
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.rescore:
+        rescore(args)
+        return
     results: list[dict[str, Any]] = []
     path = OUT / f"{args.out_name}.json"
     if args.resume and path.exists():
