@@ -30,7 +30,7 @@ def _free_port() -> int:
 class Federation:
     """scripts/deploy.py with its own state, certificates, ports and FLWR_HOME."""
 
-    def __init__(self, tmp: Path, *, insecure: bool = False) -> None:
+    def __init__(self, tmp: Path, *, insecure: bool = False, isolation: str = "subprocess") -> None:
         self.tmp = tmp
         self.env = {
             **os.environ,
@@ -50,6 +50,8 @@ class Federation:
             f"127.0.0.1:{self.fleet}",
             "--node-port-base",
             str(self.node_base),
+            "--isolation",
+            isolation,
             *(["--insecure"] if insecure else []),
         ]
         self.connection = "deploy" if insecure else "deploy-tls"
@@ -105,12 +107,22 @@ def tls_federation(tmp_path):
         assert up.returncode == 0, up.stdout + up.stderr
         yield fed
     finally:
+        started = fed.pids()
         down = fed.deploy("down")
         assert down.returncode == 0, down.stderr
-        for pid in fed.pids().values():
-            assert not Path(f"/proc/{pid}").exists()
+        _assert_gone(started)
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", fed.http)) != 0  # no SuperLink outlives the test
+
+
+def _assert_gone(pids: dict[str, int]) -> None:
+    assert pids, "no process was recorded"
+    for name, pid in pids.items():
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+        except OSError:
+            continue  # gone
+        assert state == "Z", f"{name} (PID {pid}) outlived `deploy.py down`"
 
 
 def _supernode(fed: Federation, log: Path, *extra: str) -> tuple[int, str]:
@@ -189,7 +201,9 @@ def plain_federation(tmp_path):
         assert "WARNING: --insecure" in up.stderr  # never silently insecure
         yield fed
     finally:
+        started = fed.pids()
         assert fed.deploy("down").returncode == 0
+        _assert_gone(started)
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", fed.http)) != 0
 
@@ -261,3 +275,28 @@ def test_resume_after_the_serverapp_is_killed(plain_federation):
     assert summary["status"] == "completed" and summary["rounds-completed"] == 3
     rows = [json.loads(r) for r in (fed.tmp / "outputs" / "crashed" / "metrics.jsonl").open()]
     assert [r["round"] for r in rows] == [1, 2, 3]  # round 1 was not repeated
+
+
+def test_process_isolation_runs_the_docker_topology_natively(tmp_path):
+    """SuperLink and SuperNodes spawn no executor: separate long-running SuperExecs start the
+    ServerApp and ClientApp processes, as the docker-compose services do."""
+    fed = Federation(tmp_path, insecure=True, isolation="process")
+    up = fed.deploy("up", "--supernodes", "2")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert set(fed.pids()) == {
+            "superlink",
+            "superexec-serverapp",
+            "supernode-0",
+            "supernode-1",
+            "superexec-clientapp-0",
+            "superexec-clientapp-1",
+        }
+        done = fed.submit('dataset="digits" num-server-rounds=2 local-steps=10 run-name="proc"')
+        assert done.returncode == 0, done.stdout[-4000:]
+        summary = json.loads((fed.tmp / "outputs" / "proc" / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["final-accuracy"] > 0.5
+    finally:
+        started = fed.pids()
+        assert fed.deploy("down").returncode == 0
+        _assert_gone(started)
