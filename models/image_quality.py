@@ -142,14 +142,18 @@ def train_judge(
     steps: int = 2000,
     seed: int = 0,
 ) -> tuple[FeatureJudge, dict[str, float]]:
-    """Train (or load from ``cache_dir``) the judge on the real training images; returns it
-    with its accuracy on the training set's last 10% (held out from its training)."""
+    """Train (or load from ``cache_dir``) the judge on 90% of the real training images;
+    returns it with its accuracy on the other 10% (a seeded random split: some training
+    files, MNIST-10k's among them, are sorted by label, and their tail is a single class)."""
     key = {"arch": EVALUATOR_ARCH, "data": data_key, "n": len(y), "steps": steps, "seed": seed}
+    key["split"] = "seeded-permutation"
     key["torch"] = torch.__version__.split("+")[0]
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir / "judges" / f"{digest}.pt"
     model = build_model(EVALUATOR_ARCH, input_shape, num_classes)
+    order = np.random.default_rng([seed, 0x7D]).permutation(len(y))
     cut = int(len(y) * 0.9)
+    train_idx, held_idx = np.sort(order[:cut]), np.sort(order[cut:])
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(saved["model"])
@@ -159,11 +163,11 @@ def train_judge(
         gen = seeded_generator(seed, 0x7D)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            train_classifier(model, x[:cut], y[:cut], cfg, gen, torch.device("cpu"))
+            train_classifier(model, x[train_idx], y[train_idx], cfg, gen, torch.device("cpu"))
         model.eval()
         with torch.no_grad():
-            held = images_to_tensor(x[cut:])
-            acc = float((model(held).argmax(1).numpy() == y[cut:]).mean())
+            held = images_to_tensor(x[held_idx])
+            acc = float((model(held).argmax(1).numpy() == y[held_idx]).mean())
         info = {"held-out-accuracy": acc, "train-images": float(cut)}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
