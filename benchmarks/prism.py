@@ -107,7 +107,8 @@ def _row(
         "dataset": dataset,
         "split": split,
         "method": method,
-        "dp-epsilon": prism.get("dp", {}).get("epsilon", 0.0) if eps else 0.0,
+        # the accountant's epsilon where the summary reports it, else the requested one
+        "dp-epsilon": prism.get("dp", {}).get("epsilon", eps) if eps else 0.0,
         "generator": size,
         "status": s["status"],
         "rounds": s["rounds-completed"],
@@ -185,20 +186,17 @@ def table(results: list[dict[str, Any]]) -> list[str]:
 
 
 def rescore(args: argparse.Namespace) -> None:
-    """Rebuild the table from the kept run directories (no training)."""
-    path = OUT / f"{args.out_name}.json"
-    saved = json.loads(path.read_text())
+    """Rebuild the table from the kept run directories of the plan (no training)."""
+    saved = json.loads((OUT / f"{args.out_name}.json").read_text())
+    settings = argparse.Namespace(**{**saved["meta"]["settings"], "out_name": args.out_name})
     results = []
-    for r in saved["results"]:
-        eps = DP_EPSILON if r["dp-epsilon"] else 0.0
-        name = run_name(r["dataset"], r["split"], r["method"], eps, r["generator"])
-        summary = json.loads((OUT / "runs" / name / "summary.json").read_text())
-        summary["wall-seconds"] = r["seconds"]
-        clients = saved["meta"]["settings"]["clients"]
-        results.append(
-            _row(r["dataset"], r["split"], r["method"], eps, r["generator"], summary, clients)
-        )
-    save(results, argparse.Namespace(**{**saved["meta"]["settings"], "out_name": args.out_name}))
+    for dataset, split, method, eps, size in plan(settings):
+        run = OUT / "runs" / run_name(dataset, split, method, eps, size)
+        if not (run / "summary.json").exists():
+            continue
+        summary = json.loads((run / "summary.json").read_text())
+        results.append(_row(dataset, split, method, eps, size, summary, settings.clients))
+    save(results, settings)
     print("\n".join(table(results)))
 
 

@@ -200,12 +200,9 @@ def build_generative(
         "sample_every": cfg.prism_sample_every,
         "num_rounds": cfg.num_server_rounds,
     }
-    if cfg.method == "fedavg-generator":
-        return FedAvgGenerator(**generative, **common)
-    dp: dict[str, Any] = {}
     noise = common["node_config"]["prism-dp-noise"]
     if noise:
-        dp = {
+        generative["dp"] = {
             "epsilon": gaussian_epsilon(noise, cfg.prism_dp_delta),
             "delta": cfg.prism_dp_delta,
             "noise-multiplier": noise,
@@ -213,11 +210,12 @@ def build_generative(
             "mechanism": "Gaussian, one release of each client's feature mean and second moment",
             "accountant": "RDP (dp-accounting)",
         }
+    if cfg.method == "fedavg-generator":
+        return FedAvgGenerator(**generative, **common)
     return PRISM(
         aggregation=cfg.prism_aggregation,
         downlink=cfg.prism_downlink,
         final_mask=cfg.prism_final_mask,
-        dp=dp,
         **generative,
         **common,
     )

@@ -120,6 +120,8 @@ class GenerativeStrategy(FederatedStrategy):
         Rounds between saved sample grids (round 1 and the last round always).
     num_rounds : int (default: 1)
         Last round, for the final grid.
+    dp : dict[str, Any] | None
+        The DP release the clients make (noise multiplier, clip, epsilon, delta), reported.
     """
 
     score_metric = "fd"
@@ -136,9 +138,11 @@ class GenerativeStrategy(FederatedStrategy):
         eval_samples: int = 2000,
         sample_every: int = 5,
         num_rounds: int = 1,
+        dp: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.dp = dp or {}
         self.channels = channels
         self.generator_size = generator_size
         self.judge = judge
@@ -213,8 +217,6 @@ class PRISM(GenerativeStrategy):
     final_mask : str (default: "sample")
         How the exported (and evaluated) generator fixes its mask: one ``sample`` with the
         run's seed, or ``threshold`` (theta > 0.5).
-    dp : dict[str, float] | None
-        The DP release the clients make (noise multiplier, clip, epsilon, delta), reported.
     """
 
     name = "prism"
@@ -225,7 +227,6 @@ class PRISM(GenerativeStrategy):
         aggregation: str = "mada",
         downlink: str = "scores",
         final_mask: str = "sample",
-        dp: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -235,7 +236,6 @@ class PRISM(GenerativeStrategy):
         self.aggregation = aggregation
         self.downlink = downlink
         self.final_mask = final_mask
-        self.dp = dp or {}
         self._template = self.spec(dense=False).build()
         self.num_weights = num_masked(self._template)
 
@@ -413,6 +413,7 @@ class FedAvgGenerator(GenerativeStrategy):
                 "generator": self.generator_size,
                 "dense-weights": n,
                 "weight-bytes": 4 * n,
+                "dp": self.dp,
                 "real-floor": self.real_floor(),
             }
         }
