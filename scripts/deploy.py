@@ -297,58 +297,50 @@ def register(lay: Layout, connection: str, public_key: Path) -> int:
 # ------------------------------------------------------------------ subcommands
 
 
-def cmd_up(args: argparse.Namespace, lay: Layout) -> None:
+def cmd_superlink(args: argparse.Namespace, lay: Layout) -> str:
+    """The SuperLink (+ its ServerApp executor in process isolation) and the CLI connection;
+    returns the connection name."""
     start(lay, "superlink", superlink_command(lay))
     wait_healthy(lay)
     connection = args.connection or ("deploy" if lay.insecure else "deploy-tls")
     print(f"[deploy] connection '{connection}' in {write_connection(lay, connection)}")
     if lay.isolation == "process":
         start(lay, "superexec-serverapp", superexec_command(lay, lay.http, for_superlink=True))
+    return connection
+
+
+def _start_node(
+    lay: Layout, index: int, node_config: str, port_base: int, key: Path | None = None
+) -> None:
+    """SuperNode ``index`` (+ its ClientApp executor in process isolation)."""
+    port = port_base + index
+    cmd = supernode_command(lay, index, node_config=node_config, port=port, key=key)
+    start(lay, f"supernode-{index}", cmd)
+    if lay.isolation == "process":
+        executor = superexec_command(lay, f"127.0.0.1:{port}", for_superlink=False)
+        start(lay, f"superexec-clientapp-{index}", executor)
+
+
+def cmd_up(args: argparse.Namespace, lay: Layout) -> None:
+    connection = cmd_superlink(args, lay)
     for i in range(args.supernodes):
         if not lay.insecure:
             register(lay, connection, lay.certs / f"supernode-{i}.pub")
         node_config = f"partition-id={i} num-partitions={args.supernodes}"
-        port = args.node_port_base + i
-        cmd = supernode_command(lay, i, node_config=node_config, port=port, key=None)
-        start(lay, f"supernode-{i}", cmd)
-        if lay.isolation == "process":
-            start(
-                lay,
-                f"superexec-clientapp-{i}",
-                superexec_command(lay, f"127.0.0.1:{port}", for_superlink=False),
-            )
+        _start_node(lay, i, node_config, args.node_port_base)
     print(f"[deploy] up: submit with `python scripts/simulate.py --connection {connection}`")
-
-
-def cmd_superlink(args: argparse.Namespace, lay: Layout) -> None:
-    start(lay, "superlink", superlink_command(lay))
-    wait_healthy(lay)
-    connection = args.connection or ("deploy" if lay.insecure else "deploy-tls")
-    print(f"[deploy] connection '{connection}' in {write_connection(lay, connection)}")
-    if lay.isolation == "process":
-        start(lay, "superexec-serverapp", superexec_command(lay, lay.http, for_superlink=True))
 
 
 def cmd_supernode(args: argparse.Namespace, lay: Layout) -> None:
     if args.dataset_path:
-        node_config = (
-            f'partition-id={args.index} dataset-path="{Path(args.dataset_path).resolve()}"'
-        )
+        path = Path(args.dataset_path).resolve()
+        node_config = f'partition-id={args.index} dataset-path="{path}"'
     else:
         node_config = f"partition-id={args.index} num-partitions={args.num_partitions}"
     if args.device:
         node_config += f' device="{args.device}"'
-    port = args.node_port_base + args.index
     key = Path(args.key) if args.key else None
-    cmd = supernode_command(lay, args.index, node_config=node_config, port=port, key=key)
-    start(lay, f"supernode-{args.index}", cmd)
-    if lay.isolation == "process":
-        address = f"127.0.0.1:{port}"
-        start(
-            lay,
-            f"superexec-clientapp-{args.index}",
-            superexec_command(lay, address, for_superlink=False),
-        )
+    _start_node(lay, args.index, node_config, args.node_port_base, key)
 
 
 def cmd_connection(args: argparse.Namespace, lay: Layout) -> None:
