@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from flwr.app import MetricRecord, RecordDict
 
+from federated_data.atomic import save_npz
 from models.device import resolve_device
 from models.experts import kmeans_prototypes, penultimate_features
 from models.generators import Generator, GeneratorConfig, generate, to_uint8, train_gan
@@ -190,14 +190,10 @@ def _cached_generator(
 def _save(
     path: Path, generator: Generator, aux: torch.nn.Module, metrics: dict[str, float]
 ) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"g/{k}": v.cpu().numpy() for k, v in generator.state_dict().items()}
     arrays.update({f"a/{k}": v.cpu().numpy() for k, v in aux.state_dict().items()})
     meta = np.frombuffer(json.dumps(metrics).encode(), dtype=np.uint8)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, __meta__=meta, **arrays)  # type: ignore[arg-type]
-    tmp.replace(path)  # atomic: a concurrent reader sees the old file or the whole new one
+    save_npz(path, __meta__=meta, **arrays)  # a concurrent reader sees old or whole new
 
 
 def _load(path: Path, generator: Generator, aux: torch.nn.Module) -> dict[str, float] | None:

@@ -20,6 +20,7 @@ import torch
 from flwr.app import MetricRecord, RecordDict
 from torch import nn
 
+from federated_data.atomic import save_npz
 from models.masked import (
     GeneratorSpec,
     MaskedGenerator,
@@ -39,6 +40,7 @@ from models.mmd import (
     to_generator_size,
 )
 from models.training import images_to_tensor, seeded_generator
+from strategies.prism import MASK_KEY, SCORES_KEY, THETA_KEY, logit
 from strategies.protocol import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -50,9 +52,6 @@ from strategies.protocol import (
 
 from .node import NodeSetup, load_node
 
-MASK_KEY = "mask"  # reply: {"mask": packed uint8}
-SCORES_KEY = "scores"  # downlink: per-layer float32 scores ...
-THETA_KEY = "theta"  # ... or per-layer float16 probabilities
 STATE_KEY = "prism-state"  # context.state: optimizer and tracker state
 
 
@@ -67,7 +66,7 @@ def generator_spec(config: Mapping[str, Any], channels: int, *, dense: bool) -> 
 
 def train_mask(content: RecordDict, node_config: dict[str, Any], state: RecordDict) -> RecordDict:
     """One PRISM round: scores from the server, local MMD training, one sampled mask back."""
-    config: dict[str, Any] = dict(content[CONFIG_KEY])  # type: ignore[arg-type]
+    config: dict[str, Any] = dict(content[CONFIG_KEY])
     node = load_node(config, node_config)
     model = generator_spec(config, node.input_shape[0], dense=False).build()
     if THETA_KEY in content:
@@ -76,7 +75,7 @@ def train_mask(content: RecordDict, node_config: dict[str, Any], state: RecordDi
         set_layer_arrays(
             model,
             "scores",
-            {k: _logit(np.clip(v.astype(np.float32), eps, 1 - eps)) for k, v in probs.items()},
+            {k: logit(np.clip(v.astype(np.float64), eps, 1 - eps)) for k, v in probs.items()},
         )
     else:
         set_layer_arrays(model, "scores", record_to_arrays(array_record(content, SCORES_KEY)))
@@ -96,7 +95,7 @@ def train_mask(content: RecordDict, node_config: dict[str, Any], state: RecordDi
 
 def train_dense(content: RecordDict, node_config: dict[str, Any], state: RecordDict) -> RecordDict:
     """The baseline: the same generator with dense trainable weights, same loss, FedAvg."""
-    config: dict[str, Any] = dict(content[CONFIG_KEY])  # type: ignore[arg-type]
+    config: dict[str, Any] = dict(content[CONFIG_KEY])
     node = load_node(config, node_config)
     model = generator_spec(config, node.input_shape[0], dense=True).build()
     set_layer_arrays(model, "weight", record_to_arrays(array_record(content, ARRAYS_KEY)))
@@ -108,10 +107,6 @@ def train_dense(content: RecordDict, node_config: dict[str, Any], state: RecordD
             METRICS_KEY: MetricRecord(metrics),
         }
     )
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    return np.log(p / (1 - p)).astype(np.float32)
 
 
 def _train(
@@ -170,7 +165,7 @@ def _loss(node: NodeSetup, config: dict[str, Any], gen: torch.Generator) -> nn.M
     phi = feature_map(kind)
     # With DP every feature vector is clipped (real and generated alike) and the real
     # statistics are released once with Gaussian noise, seeded so every round reuses them.
-    clip = float(config["prism-dp-clip"]) if _dp(config) else 0.0
+    clip = float(config["prism-dp-clip"]) if float(config["prism-dp-noise"]) > 0 else 0.0
     mean, var, n = _statistics(node, phi, clip)
     if clip:
         mean, var = privatise_statistics(
@@ -182,10 +177,6 @@ def _loss(node: NodeSetup, config: dict[str, Any], gen: torch.Generator) -> nn.M
             rng=np.random.default_rng([int(config["data.seed"]), node.partition_id, 0xD9]),
         )
     return MomentMatching(phi, mean, var, lr=float(config["prism-tracker-lr"]), clip=clip)
-
-
-def _dp(config: dict[str, Any]) -> bool:
-    return float(config["prism-dp-noise"]) > 0
 
 
 def _statistics(node: NodeSetup, phi: nn.Module, clip: float) -> tuple[np.ndarray, np.ndarray, int]:
@@ -206,11 +197,7 @@ def _statistics(node: NodeSetup, phi: nn.Module, clip: float) -> tuple[np.ndarra
         except (OSError, ValueError, KeyError):
             pass  # unreadable cache: recompute below
     mean, var, n = real_statistics(phi, node.data.x, clip=clip)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, mean=mean, var=var, n=np.int64(n))
-    tmp.replace(path)
+    save_npz(path, mean=mean, var=var, n=np.int64(n))
     return mean, var, n
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import save_npz
 from .partition import label_counts, partition_indices
 from .sources import ImageSplits, default_data_dir, load_source
 from .splits import carve_public
@@ -168,8 +168,5 @@ class Federation:
             min_partition_size=s.min_partition_size,
         )
         parts = [self.pool[p] for p in local]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **{f"p{i}": p for i, p in enumerate(parts)})
-        tmp.replace(path)
+        save_npz(path, **{f"p{i}": p for i, p in enumerate(parts)})
         return parts

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import save_npz
+
 FMNIST_FILES = {
     "train-x": "train-images-idx3-ubyte.gz",
     "train-y": "train-labels-idx1-ubyte.gz",
@@ -114,10 +116,8 @@ def load_source(name: str, data_dir: str | Path = "", download: bool = False) ->
 
 
 def _write_cache(splits: ImageSplits, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(
-        tmp,
+    save_npz(  # atomic: a concurrent reader never sees half a file
+        path,
         x_train=splits.x_train,
         y_train=splits.y_train,
         x_test=splits.x_test,
@@ -125,7 +125,6 @@ def _write_cache(splits: ImageSplits, path: Path) -> None:
         num_classes=splits.num_classes,
         note=splits.note,
     )
-    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
 
 
 def _read_cache(name: str, path: Path) -> ImageSplits:

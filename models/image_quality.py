@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from scipy import linalg
 from torch import nn
 from torch.nn import functional as F
 
-from .experts import penultimate_features
+from .experts import last_linear, penultimate_features
 from .training import TrainConfig, images_to_tensor, seeded_generator, train_classifier
 from .zoo import build_model
 
@@ -109,19 +110,24 @@ class FeatureJudge:
         return images
 
     def features_and_labels(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        x = self._prepare(images)
+        """Penultimate features and predicted labels, from one forward pass (the head is the
+        classifier's last layer, so its logits are head(features))."""
         with torch.no_grad():
-            feats = penultimate_features(self.model, x)
-            labels = torch.cat(
-                [self.model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)]
-            )
+            feats = penultimate_features(self.model, self._prepare(images))
+            labels = last_linear(self.model)(feats).argmax(1)
         return feats.double().numpy(), labels.numpy()
 
     def score(
-        self, fake: torch.Tensor, real: torch.Tensor, real_labels: np.ndarray, *, seed: int = 0
+        self,
+        fake: torch.Tensor,
+        real_features: np.ndarray,
+        real_labels: np.ndarray,
+        *,
+        seed: int = 0,
     ) -> dict[str, float]:
-        """All metrics of ``fake`` against ``real`` (both in [-1, 1], same resolution)."""
-        f_real, _ = self.features_and_labels(real)
+        """All metrics of ``fake`` (in [-1, 1]) against the features of real images, which
+        the caller computes once (:meth:`features_and_labels`) for every round."""
+        f_real = real_features
         f_fake, predicted = self.features_and_labels(fake)
         return {
             "fd": frechet_distance(f_real, f_fake),
@@ -170,7 +176,7 @@ def train_judge(
             acc = float((model(held).argmax(1).numpy() == y[held_idx]).mean())
         info = {"held-out-accuracy": acc, "train-images": float(cut)}
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         torch.save({"model": model.state_dict(), "info": info}, tmp)
         tmp.replace(path)
     return FeatureJudge(model, input_shape, num_classes), info

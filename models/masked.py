@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from federated_data.atomic import save_npz
+
 # Base width of the residual generator: "full" is the paper's network (512-256-128-64
 # channels, about 3.54 M masked weights), "small" a 16x lighter one for tests, CPU
 # benchmarks and edge devices.
@@ -267,8 +269,6 @@ def export_generator(path: str | Path, spec: GeneratorSpec, bits: np.ndarray) ->
     """Write the sparse generator as seed + bit-packed mask; returns its size and density."""
     if spec.dense:
         raise ValueError("only a masked generator exports as seed + mask")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "format": EXPORT_FORMAT,
         "channels": spec.channels,
@@ -276,10 +276,8 @@ def export_generator(path: str | Path, spec: GeneratorSpec, bits: np.ndarray) ->
         "seed": spec.seed,
     }
     header = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, header=header, mask=pack_mask(bits), length=np.int64(len(bits)))
-    tmp.replace(path)
+    length = np.int64(len(bits))
+    path = save_npz(path, header=header, mask=pack_mask(bits), length=length)
     return {
         "path": str(path),
         "bytes": path.stat().st_size,

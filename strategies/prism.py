@@ -29,6 +29,7 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from federated_data import ArrayDataset
+from models.generators import to_uint8
 from models.image_quality import FeatureJudge
 from models.masked import (
     Z_DIM,
@@ -126,6 +127,7 @@ class GenerativeStrategy(FederatedStrategy):
 
     score_metric = "fd"
     higher_is_better = False
+    dense = False  # trainable dense weights (the baseline) instead of masks over frozen ones
 
     def __init__(
         self,
@@ -154,11 +156,15 @@ class GenerativeStrategy(FederatedStrategy):
         self._images: dict[str, np.ndarray] = {}
         n = min(eval_samples, len(reference))
         pick = np.random.default_rng([self.seed, 0xE7]).choice(len(reference), n, replace=False)
-        self._real = to_generator_size(images_to_tensor(reference.x[np.sort(pick)]))
+        real = to_generator_size(images_to_tensor(reference.x[np.sort(pick)]))
+        # The reference side of every metric is fixed: its features are computed once.
+        self._real_features, _ = judge.features_and_labels(real)
         self._real_labels = reference.y
+        self._template = self.spec().build()
+        self.num_weights = num_masked(self._template)
 
-    def spec(self, *, dense: bool) -> GeneratorSpec:
-        return GeneratorSpec(self.channels, self.generator_size, self.seed, dense=dense)
+    def spec(self) -> GeneratorSpec:
+        return GeneratorSpec(self.channels, self.generator_size, self.seed, dense=self.dense)
 
     def generator(self, state: ServerState) -> MaskedGenerator:
         """The global generator as it would be deployed after ``state.round``."""
@@ -179,15 +185,13 @@ class GenerativeStrategy(FederatedStrategy):
             )
         r = state.round
         if r == 1 or r == self.num_rounds or (self.sample_every and r % self.sample_every == 0):
-            self._images["generator"] = (
-                ((fake[:64] + 1) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
-            )
-        return {"generator": self.judge.score(fake, self._real, self._real_labels, seed=self.seed)}
+            self._images["generator"] = to_uint8(fake[:64])
+        scores = self.judge.score(fake, self._real_features, self._real_labels, seed=self.seed)
+        return {"generator": scores}
 
     def model_costs(self, input_shape: tuple[int, int, int]) -> dict[str, dict[str, int]]:
-        model = self.spec(dense=False).build()
-        name = f"generator-{self.generator_size}"
-        return {name: {"parameters": num_masked(model), "macs": count_flops(model, (Z_DIM,))}}
+        macs = count_flops(self._template, (Z_DIM,))
+        return {f"generator-{self.generator_size}": {"parameters": self.num_weights, "macs": macs}}
 
     def take_images(self) -> dict[str, np.ndarray]:
         images, self._images = self._images, {}
@@ -197,12 +201,12 @@ class GenerativeStrategy(FederatedStrategy):
         """Every metric for real training images against the same real test images."""
         if self.floor_reference is None:
             return {}
-        n = min(len(self._real), len(self.floor_reference))
+        n = min(len(self._real_features), len(self.floor_reference))
         pick = np.random.default_rng([self.seed, 0xF1]).choice(
             len(self.floor_reference), n, replace=False
         )
         real_train = to_generator_size(images_to_tensor(self.floor_reference[np.sort(pick)]))
-        return self.judge.score(real_train, self._real, self._real_labels, seed=self.seed)
+        return self.judge.score(real_train, self._real_features, self._real_labels, seed=self.seed)
 
 
 class PRISM(GenerativeStrategy):
@@ -236,8 +240,6 @@ class PRISM(GenerativeStrategy):
         self.aggregation = aggregation
         self.downlink = downlink
         self.final_mask = final_mask
-        self._template = self.spec(dense=False).build()
-        self.num_weights = num_masked(self._template)
 
     def summary(self) -> None:
         super().summary()
@@ -330,16 +332,14 @@ class PRISM(GenerativeStrategy):
         return final_mask(flat(self.scores(state), self._template), self.final_mask, self.seed)
 
     def generator(self, state: ServerState) -> MaskedGenerator:
-        model = self.spec(dense=False).build()
+        model = self.spec().build()
         set_layer_arrays(model, "scores", self.scores(state))
         set_fixed_mask(model, self.fixed_mask(state))
         return model
 
     def export(self, state: ServerState, directory: Path) -> dict[str, Any]:
         """The final sparse generator: seed + bit-packed fixed mask."""
-        info = export_generator(
-            directory / "generator.npz", self.spec(dense=False), self.fixed_mask(state)
-        )
+        info = export_generator(directory / "generator.npz", self.spec(), self.fixed_mask(state))
         info["final-mask"] = self.final_mask
         return info
 
@@ -363,10 +363,7 @@ class FedAvgGenerator(GenerativeStrategy):
     """The baseline: the same generator with dense weights, same loss, sample-weighted FedAvg."""
 
     name = "fedavg-generator"
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._template = self.spec(dense=True).build()
+    dense = True
 
     def initial_state(self) -> ServerState:
         return ServerState(models={"generator": get_layer_arrays(self._template, "weight")})
@@ -402,17 +399,16 @@ class FedAvgGenerator(GenerativeStrategy):
         return state, report
 
     def generator(self, state: ServerState) -> MaskedGenerator:
-        model = self.spec(dense=True).build()
+        model = self.spec().build()
         set_layer_arrays(model, "weight", state.models["generator"])
         return model
 
     def extra_summary(self, input_shape: tuple[int, int, int]) -> dict[str, Any]:
-        n = num_masked(self._template)
         return {
             "prism": {
                 "generator": self.generator_size,
-                "dense-weights": n,
-                "weight-bytes": 4 * n,
+                "dense-weights": self.num_weights,
+                "weight-bytes": 4 * self.num_weights,
                 "dp": self.dp,
                 "real-floor": self.real_floor(),
             }

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from federated_data.atomic import save_npz
 
 Arrays = dict[str, np.ndarray]
 
@@ -36,8 +37,6 @@ class ServerState:
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"model/{arch}/{k}": a for arch, ms in self.models.items() for k, a in ms.items()}
         arrays.update({f"data/{k}": a for k, a in self.data.items()})
         meta = {
@@ -46,14 +45,7 @@ class ServerState:
             "models": {arch: list(ms) for arch, ms in self.models.items()},
             "data": list(self.data),
         }
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(
-                f,
-                __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                **arrays,  # type: ignore[arg-type]
-            )
-        tmp.replace(path)
+        save_npz(path, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> ServerState:
