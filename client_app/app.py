@@ -1,7 +1,8 @@
 """bouquet ClientApp: one handler per message type.
 
 Heavy imports (torch, the zoo) happen inside the handlers so that a node answering a cheap
-``query.info`` in a fresh deployment process does not pay for them.
+``query.info`` in a fresh deployment process does not pay for them; every reply carries the
+message's ``timing`` (start-up, imports, data loading, handler: client_app/timing.py).
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ from flwr.clientapp import ClientApp
 
 from strategies.protocol import ARRAYS_KEY, CONFIG_KEY, INFO_KEY, METRICS_KEY, array_record
 
+from .timing import stage, timed
+
 app = ClientApp()
 
 
 @app.query("info")
+@timed
 def query_info(msg: Message, context: Context) -> Message:
     """Report partition, architecture, label counts and number of examples."""
-    from .node import load_node
+    with stage("imports"):
+        from .node import load_node
 
     node = load_node(dict(msg.content[CONFIG_KEY]), dict(context.node_config))
     info = ConfigRecord(
@@ -32,9 +37,11 @@ def query_info(msg: Message, context: Context) -> Message:
 
 
 @app.train()
+@timed
 def train(msg: Message, context: Context) -> Message:
     """Local training of the node's own architecture, starting from the received weights."""
-    from .local import train_locally
+    with stage("imports"):
+        from .local import train_locally
 
     arrays, metrics = train_locally(
         array_record(msg.content, ARRAYS_KEY),
@@ -48,9 +55,11 @@ def train(msg: Message, context: Context) -> Message:
 
 
 @app.evaluate()
+@timed
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received weights on the node's local data."""
-    from .local import evaluate_locally
+    with stage("imports"):
+        from .local import evaluate_locally
 
     metrics = evaluate_locally(
         array_record(msg.content, ARRAYS_KEY),
@@ -61,67 +70,83 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 
 @app.query("seed")
+@timed
 def query_seed(msg: Message, context: Context) -> Message:
     """FedH2L: donate labelled examples of every class held, for the shared seed set."""
-    from .h2l import SEED_SET_KEY, donate_seed_set
+    with stage("imports"):
+        from .h2l import SEED_SET_KEY, donate_seed_set
 
     record = donate_seed_set(dict(msg.content[CONFIG_KEY]), dict(context.node_config))
     return Message(RecordDict({SEED_SET_KEY: record}), reply_to=msg)
 
 
 @app.train("h2l")
+@timed
 def train_h2l(msg: Message, context: Context) -> Message:
     """FedH2L: train the node's private model by mutual distillation; reply posteriors."""
-    from .h2l import train_h2l as run_round
+    with stage("imports"):
+        from .h2l import train_h2l as run_round
 
     reply = run_round(msg.content, dict(context.node_config), context.state)
     return Message(reply, reply_to=msg)
 
 
 @app.train("probe")
+@timed
 def train_probe(msg: Message, context: Context) -> Message:
     """FMD: a few steps of the teacher's linear head on the node's cached teacher features."""
-    from .fmd import probe_round
+    with stage("imports"):
+        from .fmd import probe_round
 
     return Message(probe_round(msg.content, dict(context.node_config)), reply_to=msg)
 
 
 @app.train("fmd")
+@timed
 def train_fmd(msg: Message, context: Context) -> Message:
     """FMD: train the student with distillation from the teacher (cached features + head)."""
-    from .fmd import train_student
+    with stage("imports"):
+        from .fmd import train_student
 
     return Message(train_student(msg.content, dict(context.node_config)), reply_to=msg)
 
 
 @app.train("generator")
+@timed
 def train_generator(msg: Message, context: Context) -> Message:
     """Mosaic: train this node's generator once (cached on the node); reply it with
     synthetic prototypes."""
-    from .mosaic import train_generator as run
+    with stage("imports"):
+        from .mosaic import train_generator as run
 
     return Message(run(msg.content, dict(context.node_config)), reply_to=msg)
 
 
 @app.query("prototypes")
+@timed
 def query_prototypes(msg: Message, context: Context) -> Message:
     """Mosaic: per-class k-means centroids of the global model's features of local data."""
-    from .mosaic import feature_prototypes
+    with stage("imports"):
+        from .mosaic import feature_prototypes
 
     return Message(feature_prototypes(msg.content, dict(context.node_config)), reply_to=msg)
 
 
 @app.train("mask")
+@timed
 def train_mask(msg: Message, context: Context) -> Message:
     """PRISM: train the generator's scores locally; reply one sampled mask, bit-packed."""
-    from .prism import train_mask as run
+    with stage("imports"):
+        from .prism import train_mask as run
 
     return Message(run(msg.content, dict(context.node_config), context.state), reply_to=msg)
 
 
 @app.train("dense_generator")
+@timed
 def train_dense_generator(msg: Message, context: Context) -> Message:
     """PRISM's baseline (train.dense_generator): the dense generator's weights, same loss."""
-    from .prism import train_dense
+    with stage("imports"):
+        from .prism import train_dense
 
     return Message(train_dense(msg.content, dict(context.node_config), context.state), reply_to=msg)

@@ -18,6 +18,8 @@ from federated_data.disk import read_partition_file
 from federated_data.federation import fingerprint
 from models.assignment import architecture_for, parse_assignment
 
+from .timing import stage
+
 
 @dataclass(frozen=True)
 class NodeSetup:
@@ -47,6 +49,11 @@ def load_node(config: dict[str, Any], node_config: dict[str, Any]) -> NodeSetup:
     by hand), ``dataset-path`` (a pre-partitioned ``.npz``: the edge route), ``device`` and
     ``architecture`` (override the run's assignment, e.g. a lighter model on a small device).
     """
+    with stage("load"):
+        return _load_node(config, node_config)
+
+
+def _load_node(config: dict[str, Any], node_config: dict[str, Any]) -> NodeSetup:
     spec = DataSpec.from_config(config)
     c, h, w = (int(d) for d in config["input-shape"])
     input_shape = (c, h, w)

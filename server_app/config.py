@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "clients-per-round": 0,
     "min-nodes": 2,
     "round-timeout": 600.0,
+    "poll-interval": 0.1,
     "local-epochs": 0,
     "local-steps": 50,
     "batch-size": 32,
@@ -159,6 +160,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "clients-per-round": (0, None, True),
     "min-nodes": (1, None, True),
     "round-timeout": (0.0, None, False),
+    "poll-interval": (0.0, 60.0, False),
     "local-epochs": (0, None, True),
     "local-steps": (0, None, True),
     "batch-size": (1, None, True),
@@ -234,6 +236,7 @@ class ExperimentConfig:
     clients_per_round: int
     min_nodes: int
     round_timeout: float
+    poll_interval: float
     local_epochs: int
     local_steps: int
     batch_size: int

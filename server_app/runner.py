@@ -120,6 +120,7 @@ def build_strategy(
         "min_nodes": cfg.min_nodes,
         "clients_per_round": cfg.clients_per_round,
         "round_timeout": cfg.round_timeout,
+        "poll_interval": cfg.poll_interval,
         "seed": cfg.seed,
     }
     if cfg.method == "fedavg":
@@ -327,6 +328,12 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
                     "bytes-per-node": {str(k): v for k, v in sorted(report.bytes.items())},
                     "seconds-round": round(t1 - t0, 3),
                     "seconds-evaluate": round(time.time() - t1, 3),
+                    # per node: round trip seen here, and the node's start-up, imports, data
+                    # loading and handler time (summed over the round's message phases)
+                    "seconds-per-node": {
+                        str(k): {name: round(v, 3) for name, v in sorted(sec.items())}
+                        for k, sec in sorted(report.seconds.items())
+                    },
                 }
             )
             for name, images in strategy.take_images().items():

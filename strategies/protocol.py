@@ -7,6 +7,9 @@ message type       content sent to the node         reply content
 ``train``          ``arrays``, ``config``           ``arrays``, ``metrics`` (``num-examples``)
 ``evaluate``       ``arrays``, ``config``           ``metrics`` (loss, accuracy, num-examples)
 =================  ===============================  ==========================================
+
+Every reply also carries ``timing`` (seconds of start-up, imports, data loading and handling on
+the node: client_app/timing.py), which the server logs and never aggregates.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ ARRAYS_KEY = "arrays"
 CONFIG_KEY = "config"
 METRICS_KEY = "metrics"
 INFO_KEY = "info"
+TIMING_KEY = "timing"
 
 
 def serialized_size(content: RecordDict) -> int:
