@@ -21,6 +21,7 @@ from federated_data import ArrayDataset
 from federated_data.sources import load_source
 from models.device import resolve_device
 from models.training import (
+    SGD,
     TrainConfig,
     batch_indices,
     evaluate_classifier,
@@ -271,9 +272,7 @@ def _train(
         return 0.0
     lam, temperature = float(config["h2l-lambda"]), float(config["h2l-temperature"])
     align = str(config["align"])
-    opt = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
+    opt = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     xs, ys = images_to_tensor(train.x), torch.from_numpy(train.y)
     sx = images_to_tensor(seed.x) if seed is not None else None
     sy = torch.from_numpy(seed.y) if seed is not None else None
@@ -290,7 +289,7 @@ def _train(
         s_x = sx[s_idx].to(device) if sx is not None and s_idx is not None else None
         s_y = sy[s_idx].to(device) if sy is not None and s_idx is not None else None
         peer_batch = [p[s_idx].to(device) for p in peer_t] if s_idx is not None else []
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         if align == "fo-cos" and s_x is not None and s_y is not None:
             xb, yb = xs[idx].to(device), ys[idx].to(device)
             _set_fo_cos_grads(

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .training import images_to_tensor
+from .training import SGD, images_to_tensor
 
 TEACHERS = ("efficientnet-lite0", "clip", "logits-file", "pixels")
 
@@ -151,13 +151,13 @@ def train_head(
     b = torch.tensor(head["bias"], requires_grad=True)
     f = torch.as_tensor(features, dtype=torch.float32)
     y = torch.as_tensor(labels, dtype=torch.long)
-    opt = torch.optim.SGD([w, b], lr=lr, momentum=0.9, weight_decay=weight_decay)
+    opt = SGD([w, b], lr=lr, momentum=0.9, weight_decay=weight_decay)
     first = 0.0
     for step in range(steps):
         loss = nn.functional.cross_entropy(f @ w.T + b, y)
         if step == 0:
             first = float(loss.detach())
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         opt.step()
     return {"weight": w.detach().numpy(), "bias": b.detach().numpy()}, first
