@@ -54,6 +54,7 @@ class Layout:
     fleet: str  # the SuperLink's gRPC Fleet API address, host:port
     host: str  # the SuperLink's HTTP (Control + Runtime) API host
     port: int
+    node_poll: float = 0.0  # > 0: SuperNodes through scripts/fast_supernode.py
 
     @property
     def http(self) -> str:
@@ -130,8 +131,12 @@ def supernode_command(
     key: Path | None,
     max_retries: int | None = None,
 ) -> list[str]:
+    launcher = ["flower-supernode"]
+    if lay.node_poll > 0:  # the same SuperNode with its idle poll capped
+        fast = ROOT / "scripts" / "fast_supernode.py"
+        launcher = [sys.executable, str(fast), "--poll-interval", str(lay.node_poll)]
     cmd = [
-        "flower-supernode",
+        *launcher,
         "--superlink",
         lay.fleet,
         "--host",
@@ -342,6 +347,8 @@ def cmd_supernode(args: argparse.Namespace, lay: Layout) -> None:
         node_config = f"partition-id={args.index} num-partitions={args.num_partitions}"
     if args.device:
         node_config += f' device="{args.device}"'
+    if args.extra_config:
+        node_config += f" {args.extra_config}"
     key = Path(args.key) if args.key else None
     _start_node(lay, args.index, node_config, args.node_port_base, key)
 
@@ -388,6 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--node-port-base", type=int, default=9094, help="SuperNode i uses base + i")
     p.add_argument("--connection", default="", help="flwr CLI connection name to write/use")
     p.add_argument("--stop-timeout", type=float, default=15.0)
+    p.add_argument(
+        "--node-poll-interval",
+        type=float,
+        default=0.0,
+        help="cap an idle SuperNode's poll (Flower: 3 s) at this many seconds, e.g. 0.25; "
+        "0 keeps Flower's (scripts/fast_supernode.py)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="SuperLink + N SuperNodes on this host")
     up.add_argument("--supernodes", type=int, default=2)
@@ -398,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     node.add_argument("--dataset-path", default="", help="pre-partitioned .npz on this device")
     node.add_argument("--key", default="", help="private key (default <certs>/supernode-<index>)")
     node.add_argument("--device", default="", help="torch device for this node, e.g. cuda")
+    node.add_argument(
+        "--extra-config",
+        default="",
+        help="more node-config entries, e.g. 'architecture=\"mlp\"' (a lighter model)",
+    )
     reg = sub.add_parser("register", help="register SuperNode public keys")
     reg.add_argument("public_keys", nargs="+")
     sub.add_parser("connection", help="write the flwr CLI connection for --host/--port")
@@ -416,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         fleet=args.fleet_address,
         host=args.host,
         port=args.port,
+        node_poll=args.node_poll_interval,
     )
     if args.insecure and args.command in ("up", "superlink", "supernode"):
         print(INSECURE_WARNING, file=sys.stderr, flush=True)
