@@ -48,6 +48,10 @@ def train(msg: Message, context: Context) -> Message:
         dict(msg.content[CONFIG_KEY]),
         dict(context.node_config),
     )
+    if fault := str(context.node_config.get("inject-fault", "")):  # a test's bad actor
+        from .faults import inject_fault
+
+        arrays = inject_fault(arrays, fault)
     return Message(
         RecordDict({ARRAYS_KEY: arrays, METRICS_KEY: MetricRecord(dict(metrics))}),
         reply_to=msg,

@@ -30,7 +30,14 @@ def _free_port() -> int:
 class Federation:
     """scripts/deploy.py with its own state, certificates, ports and FLWR_HOME."""
 
-    def __init__(self, tmp: Path, *, insecure: bool = False, isolation: str = "subprocess") -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        insecure: bool = False,
+        isolation: str = "subprocess",
+        node_poll: float = 0.0,
+    ) -> None:
         self.tmp = tmp
         self.env = {
             **os.environ,
@@ -53,6 +60,7 @@ class Federation:
             "--isolation",
             isolation,
             *(["--insecure"] if insecure else []),
+            *(["--node-poll-interval", str(node_poll)] if node_poll else []),
         ]
         self.connection = "deploy" if insecure else "deploy-tls"
 
@@ -85,6 +93,18 @@ class Federation:
             timeout=timeout + 60,
         )
 
+    def flwr(self, *args: str) -> dict:
+        """A flwr CLI command against this federation's SuperLink, its JSON answer."""
+        done = subprocess.run(
+            ["flwr", *args, self.connection, "--format", "json"],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return json.loads(done.stdout)
+
     def pids(self) -> dict[str, int]:
         out = {}
         for f in (self.tmp / "state" / "pids").glob("*.pid"):
@@ -101,7 +121,7 @@ def tls_federation(tmp_path):
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    fed = Federation(tmp_path)
+    fed = Federation(tmp_path, node_poll=0.25)  # SuperNodes via scripts/fast_supernode.py
     up = fed.deploy("up", "--supernodes", "2")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -296,6 +316,80 @@ def test_process_isolation_runs_the_docker_topology_natively(tmp_path):
         assert done.returncode == 0, done.stdout[-4000:]
         summary = json.loads((fed.tmp / "outputs" / "proc" / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["final-accuracy"] > 0.5
+    finally:
+        started = fed.pids()
+        assert fed.deploy("down").returncode == 0
+        _assert_gone(started)
+
+
+def _rows(fed: Federation, run_name: str) -> list[dict]:
+    with open(fed.tmp / "outputs" / run_name / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_superlink_restarted_with_its_database(tls_federation):
+    """Registered nodes, their ids and finished runs survive a SuperLink restart; the nodes
+    reconnect by themselves and the next run uses both."""
+    fed = tls_federation
+    first = fed.submit('dataset="digits" num-server-rounds=1 local-steps=5 run-name="before"')
+    assert first.returncode == 0, first.stdout[-3000:]
+    nodes = {n["node-id"] for n in fed.flwr("supernode", "ls")["nodes"]}
+    assert len(nodes) == 2
+
+    link = fed.pids()["superlink"]
+    os.kill(link, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{link}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", fed.http)) != 0  # really down
+    restarted = fed.deploy("superlink")  # same state directory: same database
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+
+    runs = fed.flwr("ls")["runs"]
+    assert [r["status"] for r in runs] == ["finished:completed"]  # the finished run survived
+    assert {n["node-id"] for n in fed.flwr("supernode", "ls")["nodes"]} == nodes
+    second = fed.submit('dataset="digits" num-server-rounds=2 local-steps=5 run-name="after"')
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert [r["num-ok"] for r in _rows(fed, "after")] == [2, 2]  # both nodes came back
+    logs = [(fed.tmp / "state" / "logs" / f"supernode-{i}.log").read_text() for i in (0, 1)]
+    assert all("Connection successful" in log for log in logs)
+
+
+def _online(fed: Federation) -> list[str]:
+    return [n["node-id"] for n in fed.flwr("supernode", "ls")["nodes"] if n["status"] == "online"]
+
+
+def test_malformed_replies_are_dropped_in_a_deployed_run(tmp_path):
+    """Two honest SuperNodes and two bad actors (NaN weights, a wrong shape), each started on
+    its own as on separate hosts: the bad replies are dropped and logged by name, every round
+    aggregates the honest two, and the model still learns."""
+    fed = Federation(tmp_path, insecure=True)
+    try:
+        assert fed.deploy("superlink").returncode == 0
+        faults = ["", "", 'inject-fault="nan"', 'inject-fault="wrong-shape"']
+        for i, fault in enumerate(faults):
+            extra = ["--extra-config", fault] if fault else []
+            node = fed.deploy("supernode", "--index", str(i), "--num-partitions", "4", *extra)
+            assert node.returncode == 0, node.stdout + node.stderr
+        deadline = time.monotonic() + 60
+        while len(_online(fed)) < 4 and time.monotonic() < deadline:
+            time.sleep(1.0)
+        assert len(_online(fed)) == 4
+        done = fed.submit(
+            'dataset="digits" num-server-rounds=2 local-steps=10 run-name="bad" min-nodes=2'
+        )
+        assert done.returncode == 0, done.stdout[-4000:]
+        rows = _rows(fed, "bad")
+        assert [(r["num-sampled"], r["num-ok"]) for r in rows] == [(4, 2), (4, 2)]
+        for r in rows:
+            reasons = list(r["dropped"].values())
+            assert len(reasons) == 2, reasons
+            assert any("holds NaN or Inf" in why for why in reasons), reasons
+            assert any(", expected " in why for why in reasons), reasons  # the wrong shape
+        summary = json.loads((fed.tmp / "outputs" / "bad" / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["final-accuracy"] > 0.5
+        assert "dropped train reply of node" in done.stdout  # the ServerApp logged it, with why
     finally:
         started = fed.pids()
         assert fed.deploy("down").returncode == 0
