@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -64,9 +65,12 @@ class Federation:
         ]
         self.connection = "deploy" if insecure else "deploy-tls"
 
-    def deploy(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def deploy(self, *args: str, netns: str = "") -> subprocess.CompletedProcess[str]:
+        """scripts/deploy.py with this federation's options (inside network namespace
+        ``netns`` when given); ``args`` may repeat an option: the last one counts."""
+        inside = ["ip", "netns", "exec", netns] if netns else []
         return subprocess.run(
-            [PY, "scripts/deploy.py", *self.common, *args],
+            [*inside, PY, "scripts/deploy.py", *self.common, *args],
             cwd=ROOT,
             env=self.env,
             capture_output=True,
@@ -74,9 +78,12 @@ class Federation:
             timeout=120,
         )
 
-    def submit(self, run_config: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def submit(
+        self, run_config: str, timeout: float = 600, netns: str = ""
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [
+                *(["ip", "netns", "exec", netns] if netns else []),
                 PY,
                 "scripts/simulate.py",
                 "--connection",
@@ -390,6 +397,94 @@ def test_malformed_replies_are_dropped_in_a_deployed_run(tmp_path):
         summary = json.loads((fed.tmp / "outputs" / "bad" / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["final-accuracy"] > 0.5
         assert "dropped train reply of node" in done.stdout  # the ServerApp logged it, with why
+    finally:
+        started = fed.pids()
+        assert fed.deploy("down").returncode == 0
+        _assert_gone(started)
+
+
+# ---------------------------------------------------------------- across network namespaces
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+def _netns_unavailable() -> str:
+    """Why network namespaces cannot be used here ('' when they can)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "creating network namespaces needs root"
+    if shutil.which("ip") is None:
+        return "iproute2 (`ip`) is not installed"
+    probe = f"bqprobe{os.getpid() % 10000}"
+    try:
+        _ip("netns", "add", probe)
+    except subprocess.CalledProcessError as err:
+        return f"`ip netns add` failed: {err.stderr.strip()}"
+    _ip("netns", "del", probe)
+    return ""
+
+
+@pytest.fixture
+def namespaces():
+    """A SuperLink namespace and two SuperNode namespaces, each SuperNode joined to the
+    SuperLink's by its own veth pair (10.231.i.1 <-> 10.231.i.2); nothing touches the host's
+    own interfaces, and everything is deleted afterwards."""
+    reason = _netns_unavailable()
+    if reason:
+        pytest.skip(f"multi-host test skipped: {reason}")
+    tag = f"bq{os.getpid() % 10000:04d}"
+    link, nodes = f"{tag}-link", [f"{tag}-n{i}" for i in range(2)]
+    try:
+        for ns in (link, *nodes):
+            _ip("netns", "add", ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+        for i, ns in enumerate(nodes):
+            a, b = f"{tag}l{i}", f"{tag}n{i}"
+            _ip("link", "add", a, "type", "veth", "peer", "name", b)
+            _ip("link", "set", a, "netns", link)
+            _ip("link", "set", b, "netns", ns)
+            _ip("-n", link, "addr", "add", f"10.231.{i}.1/30", "dev", a)
+            _ip("-n", ns, "addr", "add", f"10.231.{i}.2/30", "dev", b)
+            _ip("-n", link, "link", "set", a, "up")
+            _ip("-n", ns, "link", "set", b, "up")
+        yield link, nodes
+    finally:
+        for ns in (link, *nodes):  # deleting a namespace deletes its end of the veth
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_federation_across_network_namespaces_over_tls(namespaces, tmp_path):
+    """The SuperLink and each SuperNode in separate network namespaces (separate hosts as far
+    as the network goes), over gRPC with TLS and node authentication."""
+    link, nodes = namespaces
+    sans = ["--san", "127.0.0.1", "--san", "10.231.0.1", "--san", "10.231.1.1"]
+    certs = [PY, "scripts/certs.py", "--out", str(tmp_path / "certs"), "--supernodes", "2"]
+    assert subprocess.run([*certs, *sans], cwd=ROOT, capture_output=True).returncode == 0
+    fed = Federation(tmp_path, node_poll=0.25)
+    try:
+        # The SuperLink listens on every interface of its namespace; the CLI reaches it on
+        # that namespace's 127.0.0.1.
+        up = fed.deploy("--fleet-address", "0.0.0.0:9092", "superlink", netns=link)
+        assert up.returncode == 0, up.stdout + up.stderr
+        keys = [str(tmp_path / "certs" / f"supernode-{i}.pub") for i in range(2)]
+        reg = fed.deploy("--connection", "deploy-tls", "register", *keys, netns=link)
+        assert reg.returncode == 0, reg.stdout + reg.stderr
+        for i, ns in enumerate(nodes):  # each node reaches the SuperLink over its veth only
+            node = fed.deploy(
+                "--fleet-address",
+                f"10.231.{i}.1:9092",
+                *("supernode", "--index", str(i), "--num-partitions", "2"),
+                netns=ns,
+            )
+            assert node.returncode == 0, node.stdout + node.stderr
+        done = fed.submit(
+            'dataset="digits" num-server-rounds=2 local-steps=10 run-name="netns"', netns=link
+        )
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+        assert [r["num-ok"] for r in _rows(fed, "netns")] == [2, 2]
+        summary = json.loads((tmp_path / "outputs" / "netns" / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["final-accuracy"] > 0.5
     finally:
         started = fed.pids()
         assert fed.deploy("down").returncode == 0
