@@ -489,3 +489,85 @@ def test_federation_across_network_namespaces_over_tls(namespaces, tmp_path):
         started = fed.pids()
         assert fed.deploy("down").returncode == 0
         _assert_gone(started)
+
+
+# ---------------------------------------------------------------- same results as in process
+
+CI_METHODS = ("fedavg", "fedh2l", "prism")  # train; query.seed + train.h2l; bit-packed masks
+TINY = {"dataset": "digits", "num-partitions": 2, "num-server-rounds": 2, "local-steps": 10}
+METHODS = {
+    "fedavg": {},
+    "fedprox": {"proximal-mu": 0.1},
+    "feddf": {"public-fraction": 0.2, "distill-steps": 10, "models": "heterogeneous"},
+    "fedh2l": {"models": "heterogeneous", "seed-per-class": 5},
+    "fmd": {"teacher": "pixels", "probe-rounds": 3},
+    "mosaic": {
+        "mosaic-distill-round": 2,
+        "generator-steps": 20,
+        "generator-width": 8,
+        "generator-aux-steps": 10,
+        "meta-steps": 20,
+        "mosaic-distill-steps": 10,
+        "distill-steps": 10,
+    },
+    "prism": {"local-steps": 2, "batch-size": 16, "prism-eval-samples": 100},
+}
+
+
+def _toml(overrides: dict) -> str:
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        return f'"{v}"' if isinstance(v, str) else str(v)
+
+    return " ".join(f"{k}={value(v)}" for k, v in overrides.items())
+
+
+@pytest.fixture(scope="module")
+def parity_federation(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("parity")
+    fed = Federation(tmp, insecure=True, node_poll=0.25)
+    up = fed.deploy("up", "--supernodes", "2")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield fed
+    finally:
+        started = fed.pids()
+        assert fed.deploy("down").returncode == 0
+        _assert_gone(started)
+
+
+@pytest.mark.parametrize(
+    "method",
+    # CI checks one method per message flow; `pytest -m exhaustive` adds the rest (5 min).
+    [m if m in CI_METHODS else pytest.param(m, marks=pytest.mark.exhaustive) for m in METHODS],
+)
+def test_every_method_gives_the_in_process_results_when_deployed(parity_federation, method):
+    """The same experiment and seed through the in-process grid and through a gRPC deployment
+    (separate SuperNode processes, a fresh ClientApp process per message) give the same
+    metrics, round by round."""
+    from client_app.app import app as client_app
+    from server_app.config import DEFAULTS, load_config
+    from server_app.local_grid import InProcessGrid
+    from server_app.runner import run_experiment
+
+    fed = parity_federation
+    overrides = {**TINY, "method": method, **METHODS[method], "run-name": method}
+    cfg = load_config({**DEFAULTS, **overrides, "output-dir": str(fed.tmp / "in-process")})
+    nodes = [{"partition-id": i, "num-partitions": 2} for i in range(2)]
+    local = run_experiment(InProcessGrid(client_app, nodes), cfg)
+    assert local["status"] == "completed"
+
+    done = fed.submit(_toml(overrides))
+    assert done.returncode == 0, done.stdout[-4000:]
+    deployed = _rows(fed, method)
+    with open(local["paths"]["metrics"]) as f:
+        expected = [json.loads(line) for line in f]
+    assert len(deployed) == len(expected) == TINY["num-server-rounds"]
+    for got, want in zip(deployed, expected, strict=True):
+        assert got["num-ok"] == want["num-ok"] == 2
+        assert got["dropped"] == want["dropped"] == {}
+        for model, metrics in want["per-model"].items():
+            assert got["per-model"][model] == pytest.approx(metrics, rel=1e-5, abs=1e-6), model
+        measured = {k: v for k, v in want["train"].items() if "seconds" not in k}  # not timings
+        assert {k: got["train"][k] for k in measured} == pytest.approx(measured, rel=1e-5, abs=1e-6)
