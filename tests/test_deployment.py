@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,20 @@ class Federation:
         )
         return json.loads(done.stdout)
 
+    @contextlib.contextmanager
+    def stopped_after(self) -> Iterator[Federation]:
+        """On exit, `deploy.py down` and check that none of the processes it recorded
+        outlives it and that the SuperLink's port is closed."""
+        try:
+            yield self
+        finally:
+            started = self.pids()
+            down = self.deploy("down")
+            assert down.returncode == 0, down.stderr
+            _assert_gone(started)
+            with socket.socket() as s:
+                assert s.connect_ex(("127.0.0.1", self.http)) != 0  # no SuperLink outlives it
+
     def pids(self) -> dict[str, int]:
         out = {}
         for f in (self.tmp / "state" / "pids").glob("*.pid"):
@@ -129,17 +144,10 @@ def tls_federation(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     fed = Federation(tmp_path, node_poll=0.25)  # SuperNodes via scripts/fast_supernode.py
-    up = fed.deploy("up", "--supernodes", "2")
-    try:
+    with fed.stopped_after():
+        up = fed.deploy("up", "--supernodes", "2")
         assert up.returncode == 0, up.stdout + up.stderr
         yield fed
-    finally:
-        started = fed.pids()
-        down = fed.deploy("down")
-        assert down.returncode == 0, down.stderr
-        _assert_gone(started)
-        with socket.socket() as s:
-            assert s.connect_ex(("127.0.0.1", fed.http)) != 0  # no SuperLink outlives the test
 
 
 def _assert_gone(pids: dict[str, int]) -> None:
@@ -222,17 +230,11 @@ def test_tls_federation_runs_and_rejects_strangers(tls_federation):
 def plain_federation(tmp_path):
     """Three insecure SuperNodes (the fault tests need no TLS; it is tested above)."""
     fed = Federation(tmp_path, insecure=True)
-    up = fed.deploy("up", "--supernodes", "3")
-    try:
+    with fed.stopped_after():
+        up = fed.deploy("up", "--supernodes", "3")
         assert up.returncode == 0, up.stdout + up.stderr
         assert "WARNING: --insecure" in up.stderr  # never silently insecure
         yield fed
-    finally:
-        started = fed.pids()
-        assert fed.deploy("down").returncode == 0
-        _assert_gone(started)
-        with socket.socket() as s:
-            assert s.connect_ex(("127.0.0.1", fed.http)) != 0
 
 
 def _wait_for_round(fed: Federation, run_name: str, round_: int, timeout: float = 300) -> None:
@@ -308,8 +310,8 @@ def test_process_isolation_runs_the_docker_topology_natively(tmp_path):
     """SuperLink and SuperNodes spawn no executor: separate long-running SuperExecs start the
     ServerApp and ClientApp processes, as the docker-compose services do."""
     fed = Federation(tmp_path, insecure=True, isolation="process")
-    up = fed.deploy("up", "--supernodes", "2")
-    try:
+    with fed.stopped_after():
+        up = fed.deploy("up", "--supernodes", "2")
         assert up.returncode == 0, up.stdout + up.stderr
         assert set(fed.pids()) == {
             "superlink",
@@ -323,10 +325,6 @@ def test_process_isolation_runs_the_docker_topology_natively(tmp_path):
         assert done.returncode == 0, done.stdout[-4000:]
         summary = json.loads((fed.tmp / "outputs" / "proc" / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["final-accuracy"] > 0.5
-    finally:
-        started = fed.pids()
-        assert fed.deploy("down").returncode == 0
-        _assert_gone(started)
 
 
 def _rows(fed: Federation, run_name: str) -> list[dict]:
@@ -372,7 +370,7 @@ def test_malformed_replies_are_dropped_in_a_deployed_run(tmp_path):
     its own as on separate hosts: the bad replies are dropped and logged by name, every round
     aggregates the honest two, and the model still learns."""
     fed = Federation(tmp_path, insecure=True)
-    try:
+    with fed.stopped_after():
         assert fed.deploy("superlink").returncode == 0
         faults = ["", "", 'inject-fault="nan"', 'inject-fault="wrong-shape"']
         for i, fault in enumerate(faults):
@@ -397,10 +395,6 @@ def test_malformed_replies_are_dropped_in_a_deployed_run(tmp_path):
         summary = json.loads((fed.tmp / "outputs" / "bad" / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["final-accuracy"] > 0.5
         assert "dropped train reply of node" in done.stdout  # the ServerApp logged it, with why
-    finally:
-        started = fed.pids()
-        assert fed.deploy("down").returncode == 0
-        _assert_gone(started)
 
 
 # ---------------------------------------------------------------- across network namespaces
@@ -462,7 +456,7 @@ def test_federation_across_network_namespaces_over_tls(namespaces, tmp_path):
     certs = [PY, "scripts/certs.py", "--out", str(tmp_path / "certs"), "--supernodes", "2"]
     assert subprocess.run([*certs, *sans], cwd=ROOT, capture_output=True).returncode == 0
     fed = Federation(tmp_path, node_poll=0.25)
-    try:
+    with fed.stopped_after():
         # The SuperLink listens on every interface of its namespace; the CLI reaches it on
         # that namespace's 127.0.0.1.
         up = fed.deploy("--fleet-address", "0.0.0.0:9092", "superlink", netns=link)
@@ -485,10 +479,6 @@ def test_federation_across_network_namespaces_over_tls(namespaces, tmp_path):
         assert [r["num-ok"] for r in _rows(fed, "netns")] == [2, 2]
         summary = json.loads((tmp_path / "outputs" / "netns" / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["final-accuracy"] > 0.5
-    finally:
-        started = fed.pids()
-        assert fed.deploy("down").returncode == 0
-        _assert_gone(started)
 
 
 # ---------------------------------------------------------------- same results as in process
@@ -527,14 +517,10 @@ def _toml(overrides: dict) -> str:
 def parity_federation(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("parity")
     fed = Federation(tmp, insecure=True, node_poll=0.25)
-    up = fed.deploy("up", "--supernodes", "2")
-    try:
+    with fed.stopped_after():
+        up = fed.deploy("up", "--supernodes", "2")
         assert up.returncode == 0, up.stdout + up.stderr
         yield fed
-    finally:
-        started = fed.pids()
-        assert fed.deploy("down").returncode == 0
-        _assert_gone(started)
 
 
 @pytest.mark.parametrize(
