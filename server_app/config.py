@@ -117,6 +117,7 @@ DEFAULTS: dict[str, Any] = {
     "prism-eval-samples": 2000,
     "prism-sample-every": 5,
     "prism-judge-steps": 2000,
+    "prism-fid": False,
     "seed": 0,
     "output-dir": "outputs",
     "run-name": "",
@@ -305,6 +306,7 @@ class ExperimentConfig:
     prism_eval_samples: int
     prism_sample_every: int
     prism_judge_steps: int
+    prism_fid: bool
     seed: int
     output_dir: str
     run_name: str

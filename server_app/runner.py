@@ -19,6 +19,7 @@ from flwr.supercore import log
 
 from federated_data import DataSpec, Federation
 from models.device import resolve_device
+from models.fid import InceptionFeatures
 from models.generators import GeneratorConfig
 from models.image_quality import train_judge
 from models.mmd import gaussian_epsilon, noise_for_epsilon
@@ -200,6 +201,8 @@ def build_generative(
         "eval_samples": cfg.prism_eval_samples,
         "sample_every": cfg.prism_sample_every,
         "num_rounds": cfg.num_server_rounds,
+        # the real FID needs torchvision and Inception weights (internet once): opt-in
+        "fid_features": InceptionFeatures(download=cfg.download) if cfg.prism_fid else None,
     }
     noise = common["node_config"]["prism-dp-noise"]
     if noise:

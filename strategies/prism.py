@@ -18,6 +18,7 @@ the same loss, averaged by FedAvg.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from logging import INFO
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from flwr.supercore import log
 
 from federated_data import ArrayDataset
 from models.generators import to_uint8
-from models.image_quality import FeatureJudge
+from models.image_quality import FeatureJudge, frechet_distance
 from models.masked import (
     Z_DIM,
     GeneratorSpec,
@@ -123,6 +124,9 @@ class GenerativeStrategy(FederatedStrategy):
         Last round, for the final grid.
     dp : dict[str, Any] | None
         The DP release the clients make (noise multiplier, clip, epsilon, delta), reported.
+    fid_features : Callable[[torch.Tensor], np.ndarray] | None
+        Inception features (models.fid) for the real FID, reported as ``fid-torchvision``
+        next to the judge's metrics; None (offline) skips it.
     """
 
     score_metric = "fd"
@@ -141,6 +145,7 @@ class GenerativeStrategy(FederatedStrategy):
         sample_every: int = 5,
         num_rounds: int = 1,
         dp: dict[str, Any] | None = None,
+        fid_features: Callable[[torch.Tensor], np.ndarray] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -160,6 +165,8 @@ class GenerativeStrategy(FederatedStrategy):
         # The reference side of every metric is fixed: its features are computed once.
         self._real_features, _ = judge.features_and_labels(real)
         self._real_labels = reference.y
+        self.fid_features = fid_features
+        self._real_fid = fid_features(real) if fid_features else None
         self._template = self.spec().build()
         self.num_weights = num_masked(self._template)
 
@@ -186,8 +193,15 @@ class GenerativeStrategy(FederatedStrategy):
         r = state.round
         if r == 1 or r == self.num_rounds or (self.sample_every and r % self.sample_every == 0):
             self._images["generator"] = to_uint8(fake[:64])
-        scores = self.judge.score(fake, self._real_features, self._real_labels, seed=self.seed)
-        return {"generator": scores}
+        return {"generator": self._score(fake)}
+
+    def _score(self, images: torch.Tensor) -> dict[str, float]:
+        """The judge's metrics of ``images`` against the real reference, and the real FID
+        when Inception features are available."""
+        scores = self.judge.score(images, self._real_features, self._real_labels, seed=self.seed)
+        if self.fid_features is not None and self._real_fid is not None:
+            scores["fid-torchvision"] = frechet_distance(self._real_fid, self.fid_features(images))
+        return scores
 
     def model_costs(self, input_shape: tuple[int, int, int]) -> dict[str, dict[str, int]]:
         macs = count_flops(self._template, (Z_DIM,))
@@ -206,7 +220,7 @@ class GenerativeStrategy(FederatedStrategy):
             len(self.floor_reference), n, replace=False
         )
         real_train = to_generator_size(images_to_tensor(self.floor_reference[np.sort(pick)]))
-        return self.judge.score(real_train, self._real_features, self._real_labels, seed=self.seed)
+        return self._score(real_train)
 
 
 class PRISM(GenerativeStrategy):

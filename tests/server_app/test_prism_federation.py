@@ -145,3 +145,23 @@ def test_dense_baseline_averages_float_weights(tmp_path):
         for _, up in row["bytes-per-node"].values():
             assert up > 4 * SMALL_WEIGHTS  # float32 weights go up: 32x PRISM's uplink
     assert np.isfinite(rows(summary)[-1]["fd"])
+
+
+class _StandInFeatures:
+    """In place of Inception-v3 (not available offline): 8x8 average-pooled pixels."""
+
+    def __call__(self, images):
+        pooled = torch.nn.functional.adaptive_avg_pool2d(images, 8)
+        return pooled.flatten(1).double().numpy()
+
+
+def test_real_fid_option_scores_samples_and_floor(tmp_path, monkeypatch):
+    from server_app import runner
+
+    with pytest.raises(RuntimeError, match="prism-fid=true"):  # offline: a named error
+        run(tmp_path / "offline", {**SMALL, "num-server-rounds": 1, "prism-fid": True})
+    monkeypatch.setattr(runner, "InceptionFeatures", lambda download: _StandInFeatures())
+    summary = run(tmp_path / "fid", {**SMALL, "num-server-rounds": 1, "prism-fid": True})
+    fid = summary["final-per-model"]["generator"]["fid-torchvision"]
+    floor = summary["prism"]["real-floor"]["fid-torchvision"]
+    assert np.isfinite(fid) and 0 <= floor < fid  # real images are closer than samples
