@@ -21,6 +21,19 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 pytestmark = pytest.mark.deployment
+# The small experiment of the same-results checks: 2 nodes, digits, 2 rounds.
+TINY = {"dataset": "digits", "num-partitions": 2, "num-server-rounds": 2, "local-steps": 10}
+
+
+def _toml(overrides: dict) -> str:
+    """Config overrides as the TOML of `flwr run --run-config`."""
+
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        return f'"{v}"' if isinstance(v, str) else str(v)
+
+    return " ".join(f"{k}={value(v)}" for k, v in overrides.items())
 
 
 def _free_port() -> int:
@@ -212,17 +225,16 @@ def test_tls_federation_runs_and_rejects_strangers(tls_federation):
     code, output = _supernode(fed, fed.tmp / "plaintext.log", "--insecure")
     assert code != 0, output[-2000:]
 
-    done = fed.submit(
-        'dataset="digits" num-server-rounds=2 local-steps=10 run-name="deployed" min-nodes=2'
-    )
+    overrides = {**TINY, "method": "fedavg", "run-name": "deployed", "min-nodes": 2}
+    done = fed.submit(_toml(overrides))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "finished:completed" in done.stdout
     summary = json.loads((fed.tmp / "outputs" / "deployed" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds-completed"] == 2
     assert summary["final-accuracy"] > 0.5
-    # Both registered nodes answered every round (over gRPC, in separate processes).
-    rows = (fed.tmp / "outputs" / "deployed" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(r)["num-ok"] for r in rows] == [2, 2]
+    # Both registered nodes answered every round (over gRPC, in separate processes), with
+    # the results the same experiment gives in process.
+    _assert_matches_in_process(fed, overrides)
     assert set(fed.pids()) == {"superlink", "supernode-0", "supernode-1"}
 
 
@@ -483,8 +495,9 @@ def test_federation_across_network_namespaces_over_tls(namespaces, tmp_path):
 
 # ---------------------------------------------------------------- same results as in process
 
-CI_METHODS = ("fedavg", "fedh2l", "prism")  # train; query.seed + train.h2l; bit-packed masks
-TINY = {"dataset": "digits", "num-partitions": 2, "num-server-rounds": 2, "local-steps": 10}
+# FedAvg is compared in the TLS test; then one method per other message flow:
+# query.seed + train.h2l, and bit-packed masks.
+CI_METHODS = ("fedh2l", "prism")
 METHODS = {
     "fedavg": {},
     "fedprox": {"proximal-mu": 0.1},
@@ -502,15 +515,6 @@ METHODS = {
     },
     "prism": {"local-steps": 2, "batch-size": 16, "prism-eval-samples": 100},
 }
-
-
-def _toml(overrides: dict) -> str:
-    def value(v: object) -> str:
-        if isinstance(v, bool):
-            return str(v).lower()
-        return f'"{v}"' if isinstance(v, str) else str(v)
-
-    return " ".join(f"{k}={value(v)}" for k, v in overrides.items())
 
 
 @pytest.fixture(scope="module")
@@ -532,26 +536,31 @@ def test_every_method_gives_the_in_process_results_when_deployed(parity_federati
     """The same experiment and seed through the in-process grid and through a gRPC deployment
     (separate SuperNode processes, a fresh ClientApp process per message) give the same
     metrics, round by round."""
+    fed = parity_federation
+    overrides = {**TINY, "method": method, **METHODS[method], "run-name": method}
+    done = fed.submit(_toml(overrides))
+    assert done.returncode == 0, done.stdout[-4000:]
+    _assert_matches_in_process(fed, overrides)
+
+
+def _assert_matches_in_process(fed: Federation, overrides: dict) -> None:
+    """The deployed run ``overrides["run-name"]`` has the metrics of the same experiment run
+    through the in-process grid, round by round (timings aside)."""
     from client_app.app import app as client_app
     from server_app.config import DEFAULTS, load_config
     from server_app.local_grid import InProcessGrid
     from server_app.runner import run_experiment
 
-    fed = parity_federation
-    overrides = {**TINY, "method": method, **METHODS[method], "run-name": method}
     cfg = load_config({**DEFAULTS, **overrides, "output-dir": str(fed.tmp / "in-process")})
-    nodes = [{"partition-id": i, "num-partitions": 2} for i in range(2)]
-    local = run_experiment(InProcessGrid(client_app, nodes), cfg)
+    n = int(overrides["num-partitions"])
+    local = run_experiment(InProcessGrid(client_app, [{"partition-id": i} for i in range(n)]), cfg)
     assert local["status"] == "completed"
-
-    done = fed.submit(_toml(overrides))
-    assert done.returncode == 0, done.stdout[-4000:]
-    deployed = _rows(fed, method)
     with open(local["paths"]["metrics"]) as f:
         expected = [json.loads(line) for line in f]
-    assert len(deployed) == len(expected) == TINY["num-server-rounds"]
+    deployed = _rows(fed, overrides["run-name"])
+    assert len(deployed) == len(expected) == overrides["num-server-rounds"]
     for got, want in zip(deployed, expected, strict=True):
-        assert got["num-ok"] == want["num-ok"] == 2
+        assert got["num-ok"] == want["num-ok"] == n
         assert got["dropped"] == want["dropped"] == {}
         for model, metrics in want["per-model"].items():
             assert got["per-model"][model] == pytest.approx(metrics, rel=1e-5, abs=1e-6), model
