@@ -236,6 +236,11 @@ def test_tls_federation_runs_and_rejects_strangers(tls_federation):
     # the results the same experiment gives in process.
     _assert_matches_in_process(fed, overrides)
     assert set(fed.pids()) == {"superlink", "supernode-0", "supernode-1"}
+    # The host's cores are divided between its SuperNodes (no oversubscription).
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    for name in ("supernode-0", "supernode-1"):
+        environ = Path(f"/proc/{fed.pids()[name]}/environ").read_bytes().split(b"\0")
+        assert f"OMP_NUM_THREADS={threads}".encode() in environ
 
 
 @pytest.fixture
