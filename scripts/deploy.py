@@ -17,7 +17,8 @@ TLS and SuperNode authentication are the default and need the files of ``scripts
 
 ``--isolation process`` reproduces the docker topology natively: the SuperLink and every
 SuperNode get a separate long-running ``flower-superexec`` that starts the ServerApp and
-ClientApp processes.
+ClientApp processes. ``up`` divides the host's cores among its SuperNodes (torch threads);
+``--node-poll-interval`` caps an idle SuperNode's 3 s poll (scripts/fast_supernode.py).
 """
 
 from __future__ import annotations
