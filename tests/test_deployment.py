@@ -550,7 +550,10 @@ def test_every_method_gives_the_in_process_results_when_deployed(parity_federati
 
 def _assert_matches_in_process(fed: Federation, overrides: dict) -> None:
     """The deployed run ``overrides["run-name"]`` has the metrics of the same experiment run
-    through the in-process grid, round by round (timings aside)."""
+    through the in-process grid, round by round (timings aside). The in-process run uses the
+    torch threads `deploy.py up` gave each of the 2 SuperNodes: float sums depend on them."""
+    import torch
+
     from client_app.app import app as client_app
     from server_app.config import DEFAULTS, load_config
     from server_app.local_grid import InProcessGrid
@@ -558,7 +561,13 @@ def _assert_matches_in_process(fed: Federation, overrides: dict) -> None:
 
     cfg = load_config({**DEFAULTS, **overrides, "output-dir": str(fed.tmp / "in-process")})
     n = int(overrides["num-partitions"])
-    local = run_experiment(InProcessGrid(client_app, [{"partition-id": i} for i in range(n)]), cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
+    try:
+        nodes = [{"partition-id": i} for i in range(n)]
+        local = run_experiment(InProcessGrid(client_app, nodes), cfg)
+    finally:
+        torch.set_num_threads(threads)
     assert local["status"] == "completed"
     with open(local["paths"]["metrics"]) as f:
         expected = [json.loads(line) for line in f]
