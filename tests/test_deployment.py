@@ -237,10 +237,8 @@ def test_tls_federation_runs_and_rejects_strangers(tls_federation):
     _assert_matches_in_process(fed, overrides)
     assert set(fed.pids()) == {"superlink", "supernode-0", "supernode-1"}
     # The host's cores are divided between its SuperNodes (no oversubscription).
-    threads = str(max(1, (os.cpu_count() or 1) // 2))
-    for name in ("supernode-0", "supernode-1"):
-        environ = Path(f"/proc/{fed.pids()[name]}/environ").read_bytes().split(b"\0")
-        assert f"OMP_NUM_THREADS={threads}".encode() in environ
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert [_node_threads(fed, i) for i in (0, 1)] == [threads, threads]
 
 
 @pytest.fixture
@@ -548,10 +546,19 @@ def test_every_method_gives_the_in_process_results_when_deployed(parity_federati
     _assert_matches_in_process(fed, overrides)
 
 
+def _node_threads(fed: Federation, index: int) -> int:
+    """The OMP_NUM_THREADS deploy.py gave SuperNode ``index`` (0: none, torch's default)."""
+    environ = Path(f"/proc/{fed.pids()[f'supernode-{index}']}/environ").read_bytes()
+    for entry in environ.split(b"\0"):
+        if entry.startswith(b"OMP_NUM_THREADS="):
+            return int(entry.split(b"=", 1)[1])
+    return 0
+
+
 def _assert_matches_in_process(fed: Federation, overrides: dict) -> None:
     """The deployed run ``overrides["run-name"]`` has the metrics of the same experiment run
     through the in-process grid, round by round (timings aside). The in-process run uses the
-    torch threads `deploy.py up` gave each of the 2 SuperNodes: float sums depend on them."""
+    torch threads the SuperNodes were given: float sums depend on them."""
     import torch
 
     from client_app.app import app as client_app
@@ -562,7 +569,7 @@ def _assert_matches_in_process(fed: Federation, overrides: dict) -> None:
     cfg = load_config({**DEFAULTS, **overrides, "output-dir": str(fed.tmp / "in-process")})
     n = int(overrides["num-partitions"])
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
+    torch.set_num_threads(_node_threads(fed, 0) or threads)
     try:
         nodes = [{"partition-id": i} for i in range(n)]
         local = run_experiment(InProcessGrid(client_app, nodes), cfg)
