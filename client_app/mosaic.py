@@ -165,6 +165,7 @@ def _cached_generator(
         "generator": cfg.__dict__,
         "aux": [aux_arch, aux_cfg.__dict__],
         "torch": torch.__version__,
+        "init": "seeded",  # cached before the auxiliary classifier's init was seeded: retrain
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     path = node.cache_dir / "generators" / f"{digest}.npz"
@@ -177,6 +178,7 @@ def _cached_generator(
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        aux = build_model(aux_arch, node.input_shape, node.num_classes)  # seeded initial weights
         train_classifier(aux, node.data.x, node.data.y, aux_cfg, gen, device)
         generator, metrics = train_gan(
             node.data.x, node.data.y, node.num_classes, cfg, aux, gen, device

@@ -153,10 +153,13 @@ def train_judge(
     files, MNIST-10k's among them, are sorted by label, and their tail is a single class)."""
     key = {"arch": EVALUATOR_ARCH, "data": data_key, "n": len(y), "steps": steps, "seed": seed}
     key["split"] = "seeded-permutation"
+    key["init"] = "seeded"  # judges cached before the init was seeded started from random weights
     key["torch"] = torch.__version__.split("+")[0]
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir / "judges" / f"{digest}.pt"
-    model = build_model(EVALUATOR_ARCH, input_shape, num_classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the judge's initial weights: the same in every process
+        model = build_model(EVALUATOR_ARCH, input_shape, num_classes)
     order = np.random.default_rng([seed, 0x7D]).permutation(len(y))
     cut = int(len(y) * 0.9)
     train_idx, held_idx = np.sort(order[:cut]), np.sort(order[cut:])

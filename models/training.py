@@ -223,17 +223,25 @@ def distill(
     gen: torch.Generator,
     device: torch.device,
 ) -> float:
-    """Adam on :func:`kd_loss` toward fixed teacher logits; returns the last 10 steps' mean loss."""
+    """Adam on :func:`kd_loss` toward fixed teacher logits; returns the last 10 steps' mean loss.
+
+    Dropout draws from torch's global generator, which the server never seeds: it is reseeded
+    from ``gen`` inside a forked RNG, so a student with dropout (cnn-large) distils the same
+    way in every process (before, FedDF's heterogeneous runs differed from run to run).
+    """
     student.to(device).train()
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     xs = images_to_tensor(x)
     losses: list[float] = []
-    for idx in batch_indices(len(x), batch_size, steps, gen):
-        if len(idx) < 2:
-            continue
-        loss = kd_loss(student(xs[idx].to(device)), teacher_logits[idx].to(device), temperature)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        for idx in batch_indices(len(x), batch_size, steps, gen):
+            if len(idx) < 2:
+                continue
+            logits = student(xs[idx].to(device))
+            loss = kd_loss(logits, teacher_logits[idx].to(device), temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
     return float(np.mean(losses[-10:])) if losses else 0.0

@@ -87,6 +87,33 @@ def test_distillation_moves_student_toward_teacher(digits):
     assert after < 0.5 * before
 
 
+def test_distillation_with_dropout_does_not_depend_on_the_global_rng(digits):
+    """cnn-large has dropout; the global torch RNG the server never seeds must not matter."""
+    x = digits.x_train[:128]
+    torch.manual_seed(0)
+    start = build_model("cnn-large", (1, 28, 28), 10).state_dict()
+    t_logits = torch.randn(len(x), 10)
+    results = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        student = build_model("cnn-large", (1, 28, 28), 10)
+        student.load_state_dict(start)
+        distill(
+            student,
+            x,
+            t_logits,
+            steps=3,
+            batch_size=32,
+            lr=1e-3,
+            temperature=1.0,
+            gen=seeded_generator(0),
+            device=torch.device("cpu"),
+        )
+        results.append(student.state_dict())
+    for key in start:
+        assert torch.equal(results[0][key], results[1][key]), key
+
+
 def test_empty_data_is_harmless():
     m = build_model("mlp", (1, 28, 28), 10)
     empty_x, empty_y = np.zeros((0, 1, 28, 28), np.uint8), np.zeros(0, np.int64)
