@@ -1,0 +1,126 @@
+"""Golden per-round metrics of every method on digits, seed 0 (pinned before the architecture
+redesign; a refactor must leave them unchanged).
+
+Every number a round writes to ``metrics.jsonl`` is compared except wall-clock timings: message
+bytes exactly, floats to 1e-6 (torch runs with one thread here, so the sums do not depend on
+the host's core count). After an intended change of behaviour, regenerate the file with
+``BOUQUET_WRITE_GOLDEN=1 pytest tests/server_app/test_golden.py`` and say why in the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from federate import rows, run
+
+GOLDEN = Path(__file__).parent / "golden" / "metrics.json"
+BASE = {"num-partitions": 3, "num-server-rounds": 2, "local-steps": 10, "seed": 0}
+CASES: dict[str, dict[str, Any]] = {
+    "fedavg": {"method": "fedavg"},
+    "fedprox": {"method": "fedprox", "proximal-mu": 0.1},
+    "feddf": {"method": "feddf", "models": "heterogeneous", "public-fraction": 0.1},
+    "fedh2l": {"method": "fedh2l", "models": "heterogeneous"},
+    "fmd": {"method": "fmd", "teacher": "pixels", "probe-rounds": 5},
+    "mosaic": {
+        "method": "mosaic",
+        "models": "heterogeneous",
+        "mosaic-distill-round": 1,
+        "generator-steps": 20,
+        "generator-width": 8,
+        "generator-aux-steps": 20,
+        "meta-steps": 20,
+        "mosaic-distill-steps": 10,
+        "distill-steps": 10,
+    },
+    "prism": {
+        "method": "prism",
+        "local-steps": 2,
+        "batch-size": 16,
+        "lr": 0.1,
+        "prism-eval-samples": 60,
+        "prism-judge-steps": 50,
+        "prism-sample-every": 1,
+    },
+    "fedavg-generator": {
+        "method": "fedavg-generator",
+        "local-steps": 2,
+        "batch-size": 16,
+        "lr": 0.0005,
+        "prism-eval-samples": 60,
+        "prism-judge-steps": 50,
+    },
+}
+TIMINGS = ("seconds-round", "seconds-evaluate", "seconds-per-node")
+
+
+def _is_timing(key: str) -> bool:
+    return key in TIMINGS or "seconds" in key
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _comparable(row: dict[str, Any]) -> dict[str, Any]:
+    """The row without wall-clock timings (also those inside ``train``)."""
+    out = {k: v for k, v in row.items() if not _is_timing(k)}
+    if isinstance(out.get("train"), dict):
+        out["train"] = {k: v for k, v in out["train"].items() if not _is_timing(k)}
+    return out
+
+
+def _differences(expected: Any, actual: Any, path: str = "") -> list[str]:
+    """Where ``actual`` departs from ``expected``: floats beyond 1e-6, anything else at all."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        out = [f"{path}/{k}: missing or extra" for k in set(expected) ^ set(actual)]
+        for k in sorted(set(expected) & set(actual)):
+            out += _differences(expected[k], actual[k], f"{path}/{k}")
+        return out
+    if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
+        return [
+            d
+            for i, (e, a) in enumerate(zip(expected, actual))
+            for d in _differences(e, a, f"{path}[{i}]")
+        ]
+    if isinstance(expected, float) or isinstance(actual, float):
+        if isinstance(expected, int | float) and isinstance(actual, int | float):
+            if math.isclose(expected, actual, rel_tol=1e-6, abs_tol=1e-6):
+                return []
+    elif expected == actual:
+        return []
+    return [f"{path}: expected {expected!r}, got {actual!r}"]
+
+
+@pytest.fixture
+def data_dir():
+    """A fresh data directory (the nodes' generator caches start empty) whose path has the same
+    length on every run: the path travels in every message's config, and bytes are compared."""
+    path = tempfile.mkdtemp(prefix="bouquet-golden-", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_per_round_metrics_are_unchanged(name, tmp_path, data_dir, one_thread):
+    summary = run(tmp_path, {**BASE, **CASES[name], "data-dir": data_dir})
+    assert summary["status"] == "completed"
+    got = [_comparable(r) for r in rows(summary)]
+    assert len(got) == BASE["num-server-rounds"]
+    golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+    if os.environ.get("BOUQUET_WRITE_GOLDEN"):
+        golden[name] = got
+        GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
+    assert name in golden, f"no golden metrics for {name}: run with BOUQUET_WRITE_GOLDEN=1"
+    assert _differences(golden[name], got) == []
