@@ -89,15 +89,12 @@ def _differences(expected: Any, actual: Any, path: str = "") -> list[str]:
             out += _differences(expected[k], actual[k], f"{path}/{k}")
         return out
     if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
-        return [
-            d
-            for i, (e, a) in enumerate(zip(expected, actual))
-            for d in _differences(e, a, f"{path}[{i}]")
-        ]
+        pairs = enumerate(zip(expected, actual, strict=True))
+        return [d for i, (e, a) in pairs for d in _differences(e, a, f"{path}[{i}]")]
+    numbers = isinstance(expected, int | float) and isinstance(actual, int | float)
     if isinstance(expected, float) or isinstance(actual, float):
-        if isinstance(expected, int | float) and isinstance(actual, int | float):
-            if math.isclose(expected, actual, rel_tol=1e-6, abs_tol=1e-6):
-                return []
+        if numbers and math.isclose(expected, actual, rel_tol=1e-6, abs_tol=1e-6):
+            return []
     elif expected == actual:
         return []
     return [f"{path}: expected {expected!r}, got {actual!r}"]
