@@ -14,5 +14,8 @@ def main(grid: Grid, context: Context) -> None:
     from .config import load_config
     from .runner import run_experiment
 
-    cfg = load_config(dict(context.run_config))
+    # Flower has already merged the defaults and the user's overrides into run_config; the
+    # Run still says which keys the user set, and those beat the experiment file.
+    explicit = set(grid.run.override_config)
+    cfg = load_config(dict(context.run_config), explicit)
     run_experiment(grid, cfg)

@@ -1,12 +1,14 @@
 """Experiment configuration: defaults, YAML experiments, validation before the first round.
 
 Precedence, lowest first: the defaults below (mirrored in ``pyproject.toml``), then the YAML
-file named by ``experiment``, then any ``--run-config`` value that differs from its default.
+file named by ``experiment``, then every value set explicitly (``--run-config``), even one
+equal to its default.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -329,18 +331,27 @@ class ExperimentConfig:
         return f"{self.method}-{self.dataset}-{skew}-{models}-seed{self.seed}"
 
 
-def load_config(run_config: dict[str, Any]) -> ExperimentConfig:
-    """Resolve and validate; raises :class:`ConfigError` naming the offending key."""
+def load_config(
+    run_config: Mapping[str, Any], explicit: Collection[str] | None = None
+) -> ExperimentConfig:
+    """Resolve and validate; raises :class:`ConfigError` naming the offending key.
+
+    Precedence, lowest first: the defaults, the YAML file named by ``experiment``, then the
+    ``explicit`` keys of ``run_config`` (those the user set, even to a value equal to its
+    default). ``explicit=None`` means every key of ``run_config`` was set on purpose (a dict
+    built in process); the ServerApp passes the keys of Flower's ``Run.override_config``,
+    because Flower merges defaults and overrides into ``run_config`` before handing it over.
+    """
     unknown = sorted(set(run_config) - set(DEFAULTS))
     if unknown:
         raise ConfigError(f"unknown run-config keys {unknown}; allowed: {sorted(DEFAULTS)}")
-    values = dict(DEFAULTS)
-    experiment = str(run_config.get("experiment", ""))
+    chosen = set(run_config) if explicit is None else set(explicit) & set(run_config)
+    values = {**DEFAULTS, **run_config}
+    experiment = str(values["experiment"])
     if experiment:
         values.update(read_experiment(experiment))
         values["experiment"] = experiment
-    # Explicit --run-config values (those differing from the defaults) beat the YAML file.
-    values.update({k: v for k, v in run_config.items() if v != DEFAULTS[k]})
+    values.update({k: run_config[k] for k in chosen})
     return validate(values)
 
 

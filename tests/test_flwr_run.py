@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from federated_data.sources import DatasetUnavailableError, load_source
 
@@ -133,3 +134,35 @@ def test_a_failing_run_is_reported_as_failed(tmp_path):
     )
     assert done.returncode == 1, done.stdout[-3000:]
     assert "finished:failed" in done.stdout
+
+
+@pytest.mark.flwr_run
+def test_an_explicit_value_equal_to_its_default_beats_the_experiment_file(tmp_path):
+    """Flower merges defaults and --run-config before the ServerApp sees them; the explicit
+    method="fedavg" (the default) must still win over the file's method: fedprox."""
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text("method: fedprox\nproximal-mu: 0.3\nlocal-steps: 5\n")
+    port = str(_free_port())
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(tmp_path / "flwr_home"),
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": port,
+        "BOUQUET_OUTPUT_ROOT": str(tmp_path),
+    }
+    run_config = (
+        f'experiment="{experiment}" method="fedavg" dataset="digits" num-server-rounds=1 '
+        'run-name="precedence"'
+    )
+    command = ["scripts/simulate.py", "--num-supernodes", "2", "--run-config", run_config]
+    done = subprocess.run(
+        [sys.executable, *command, "--timeout", "300"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    resolved = yaml.safe_load((tmp_path / "outputs" / "precedence" / "config.yaml").read_text())
+    assert resolved["method"] == "fedavg"  # explicit, equal to the default
+    assert resolved["proximal-mu"] == 0.3 and resolved["local-steps"] == 5  # from the file

@@ -70,23 +70,23 @@ def test_bad_values_name_the_key_and_allowed_values(override, message):
 def test_yaml_experiment_with_list_and_precedence(tmp_path):
     exp = tmp_path / "exp.yaml"
     exp.write_text("method: fedprox\nmodels: [mlp, cnn-small]\nlr: 0.01\n")
-    cfg = load_config({**DEFAULTS, "experiment": str(exp), "lr": 0.2})
+    cfg = load_config({"experiment": str(exp), "lr": 0.2})
     assert cfg.method == "fedprox" and cfg.models == "mlp,cnn-small"
     assert cfg.lr == 0.2  # an explicit --run-config value beats the file
 
 
 def test_yaml_errors_are_named(tmp_path):
     with pytest.raises(ConfigError, match="file not found"):
-        load_config({**DEFAULTS, "experiment": str(tmp_path / "none.yaml")})
+        load_config({"experiment": str(tmp_path / "none.yaml")})
     bad = tmp_path / "bad.yaml"
     bad.write_text("methd: fedavg\n")
     with pytest.raises(ConfigError, match=r"unknown keys \['methd'\]"):
-        load_config({**DEFAULTS, "experiment": str(bad)})
+        load_config({"experiment": str(bad)})
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_experiment_is_valid(path):
-    load_config({**DEFAULTS, "experiment": str(path.relative_to(ROOT))})
+    load_config({"experiment": str(path.relative_to(ROOT))})
 
 
 def test_mosaic_event_round_defaults_to_the_middle_and_to_1_in_one_shot():
@@ -95,3 +95,18 @@ def test_mosaic_event_round_defaults_to_the_middle_and_to_1_in_one_shot():
     assert mosaic_distill_round(explicit) == 7
     one_shot = {"method": "mosaic", "mosaic-one-shot": True, "num-server-rounds": 1}
     assert mosaic_distill_round(load_config({**DEFAULTS, **one_shot})) == 1
+
+
+def test_explicit_values_beat_the_experiment_file_even_when_equal_to_the_default(tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("method: mosaic\nalpha: 0.1\nlocal-steps: 7\n")
+    merged = {**DEFAULTS, "experiment": str(exp), "method": "fedavg", "alpha": 0.3}
+    # what the user set: the file, method (to its default) and alpha
+    cfg = load_config(merged, explicit={"experiment", "method", "alpha"})
+    assert (cfg.method, cfg.alpha, cfg.local_steps) == ("fedavg", 0.3, 7)
+    # the same merged dict with only the file set explicitly: the file wins everywhere
+    cfg = load_config({**DEFAULTS, "experiment": str(exp)}, explicit={"experiment"})
+    assert (cfg.method, cfg.alpha, cfg.local_steps) == ("mosaic", 0.1, 7)
+    # a dict built in process: every key in it counts as set
+    cfg = load_config({"experiment": str(exp), "method": "fedavg"})
+    assert (cfg.method, cfg.alpha) == ("fedavg", 0.1)
