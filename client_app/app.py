@@ -1,4 +1,4 @@
-"""bouquet ClientApp: one handler per message type.
+"""bouquet ClientApp: one handler per message type (the table in :mod:`protocol`).
 
 Heavy imports (torch, the zoo) happen inside the handlers so that a node answering a cheap
 ``query.info`` in a fresh deployment process does not pay for them; every reply carries the
@@ -7,14 +7,49 @@ message's ``timing`` (start-up, imports, data loading, handler: client_app/timin
 
 from __future__ import annotations
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from collections.abc import Callable
+from functools import wraps
+
+from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from strategies.protocol import ARRAYS_KEY, CONFIG_KEY, INFO_KEY, METRICS_KEY, array_record
+from protocol import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    INFO_KEY,
+    METRICS_KEY,
+    QUERY_PROTOTYPES,
+    QUERY_SEED,
+    SEED_SET_KEY,
+    TRAIN_DENSE_GENERATOR,
+    TRAIN_FMD,
+    TRAIN_GENERATOR,
+    TRAIN_H2L,
+    TRAIN_MASK,
+    TRAIN_PROBE,
+    NodeError,
+    action,
+    array_record,
+)
 
 from .timing import stage, timed
 
 app = ClientApp()
+Handler = Callable[[Message, Context], Message]
+
+
+def typed_errors(handler: Handler) -> Handler:
+    """A :class:`protocol.NodeError` becomes an error reply with its code, which the server
+    acts on (any other exception becomes Flower's generic error reply)."""
+
+    @wraps(handler)
+    def wrapper(msg: Message, context: Context) -> Message:
+        try:
+            return handler(msg, context)
+        except NodeError as err:
+            return Message(Error(code=int(err.code), reason=err.reason), reply_to=msg)
+
+    return wrapper
 
 
 @app.query("info")
@@ -58,34 +93,20 @@ def train(msg: Message, context: Context) -> Message:
     )
 
 
-@app.evaluate()
-@timed
-def evaluate(msg: Message, context: Context) -> Message:
-    """Evaluate the received weights on the node's local data."""
-    with stage("imports"):
-        from .local import evaluate_locally
-
-    metrics = evaluate_locally(
-        array_record(msg.content, ARRAYS_KEY),
-        dict(msg.content[CONFIG_KEY]),
-        dict(context.node_config),
-    )
-    return Message(RecordDict({METRICS_KEY: MetricRecord(dict(metrics))}), reply_to=msg)
-
-
-@app.query("seed")
+@app.query(action(QUERY_SEED))
 @timed
 def query_seed(msg: Message, context: Context) -> Message:
     """FedH2L: donate labelled examples of every class held, for the shared seed set."""
     with stage("imports"):
-        from .h2l import SEED_SET_KEY, donate_seed_set
+        from .h2l import donate_seed_set
 
     record = donate_seed_set(dict(msg.content[CONFIG_KEY]), dict(context.node_config))
     return Message(RecordDict({SEED_SET_KEY: record}), reply_to=msg)
 
 
-@app.train("h2l")
+@app.train(action(TRAIN_H2L))
 @timed
+@typed_errors
 def train_h2l(msg: Message, context: Context) -> Message:
     """FedH2L: train the node's private model by mutual distillation; reply posteriors."""
     with stage("imports"):
@@ -95,7 +116,7 @@ def train_h2l(msg: Message, context: Context) -> Message:
     return Message(reply, reply_to=msg)
 
 
-@app.train("probe")
+@app.train(action(TRAIN_PROBE))
 @timed
 def train_probe(msg: Message, context: Context) -> Message:
     """FMD: a few steps of the teacher's linear head on the node's cached teacher features."""
@@ -105,7 +126,7 @@ def train_probe(msg: Message, context: Context) -> Message:
     return Message(probe_round(msg.content, dict(context.node_config)), reply_to=msg)
 
 
-@app.train("fmd")
+@app.train(action(TRAIN_FMD))
 @timed
 def train_fmd(msg: Message, context: Context) -> Message:
     """FMD: train the student with distillation from the teacher (cached features + head)."""
@@ -115,7 +136,7 @@ def train_fmd(msg: Message, context: Context) -> Message:
     return Message(train_student(msg.content, dict(context.node_config)), reply_to=msg)
 
 
-@app.train("generator")
+@app.train(action(TRAIN_GENERATOR))
 @timed
 def train_generator(msg: Message, context: Context) -> Message:
     """Mosaic: train this node's generator once (cached on the node); reply it with
@@ -126,7 +147,7 @@ def train_generator(msg: Message, context: Context) -> Message:
     return Message(run(msg.content, dict(context.node_config)), reply_to=msg)
 
 
-@app.query("prototypes")
+@app.query(action(QUERY_PROTOTYPES))
 @timed
 def query_prototypes(msg: Message, context: Context) -> Message:
     """Mosaic: per-class k-means centroids of the global model's features of local data."""
@@ -136,7 +157,7 @@ def query_prototypes(msg: Message, context: Context) -> Message:
     return Message(feature_prototypes(msg.content, dict(context.node_config)), reply_to=msg)
 
 
-@app.train("mask")
+@app.train(action(TRAIN_MASK))
 @timed
 def train_mask(msg: Message, context: Context) -> Message:
     """PRISM: train the generator's scores locally; reply one sampled mask, bit-packed."""
@@ -146,7 +167,7 @@ def train_mask(msg: Message, context: Context) -> Message:
     return Message(run(msg.content, dict(context.node_config), context.state), reply_to=msg)
 
 
-@app.train("dense_generator")
+@app.train(action(TRAIN_DENSE_GENERATOR))
 @timed
 def train_dense_generator(msg: Message, context: Context) -> Message:
     """PRISM's baseline (train.dense_generator): the dense generator's weights, same loss."""

@@ -18,11 +18,11 @@ from flwr.app import MetricRecord, RecordDict
 from models.device import resolve_device
 from models.teacher_cache import teacher_features
 from models.teachers import Teacher, build_teacher, head_logits, train_head
-from strategies.fmd import TEACHER_HEAD_KEY
-from strategies.protocol import (
+from protocol import (
     ARRAYS_KEY,
     CONFIG_KEY,
     METRICS_KEY,
+    TEACHER_HEAD_KEY,
     array_record,
     arrays_to_record,
     record_to_arrays,

@@ -30,13 +30,10 @@ from models.training import (
     seeded_generator,
 )
 from models.zoo import build_model
-from strategies.protocol import arrays_to_record
+from protocol import PEERS_KEY, POSTERIORS_KEY, SEED_SET_KEY, ErrorCode, NodeError, arrays_to_record
 
 from .node import NodeSetup, load_node
 
-SEED_SET_KEY = "seed-set"
-PEERS_KEY = "peers"
-POSTERIORS_KEY = "posteriors"
 MODEL_STATE_KEY = "h2l-model"
 SEED_STATE_KEY = "h2l-seed-set"
 LOCAL_TEST_FRACTION = 0.1
@@ -236,7 +233,10 @@ def _seed_set(content: RecordDict, state: RecordDict, per_class: int) -> ArrayDa
     if SEED_SET_KEY in content:
         state[SEED_STATE_KEY] = content[SEED_SET_KEY]
     if SEED_STATE_KEY not in state:
-        raise ValueError("seed set missing on this node (restarted?); the server re-sends it")
+        raise NodeError(
+            ErrorCode.SEED_SET_MISSING,
+            "seed set missing on this node (restarted?); the server re-sends it",
+        )
     record = state[SEED_STATE_KEY]
     assert isinstance(record, ArrayRecord)
     return ArrayDataset(record["x"].numpy(), record["y"].numpy().astype(np.int64))

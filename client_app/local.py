@@ -8,12 +8,7 @@ import torch
 from flwr.app import ArrayRecord
 
 from models.device import resolve_device
-from models.training import (
-    TrainConfig,
-    evaluate_classifier,
-    seeded_generator,
-    train_classifier,
-)
+from models.training import TrainConfig, seeded_generator, train_classifier
 from models.zoo import build_model
 
 from .node import NodeSetup, load_node
@@ -56,12 +51,3 @@ def train_node(
         **metrics,
         "partition-id": node.partition_id,
     }
-
-
-def evaluate_locally(
-    arrays: ArrayRecord, config: dict[str, Any], node_config: dict[str, Any]
-) -> dict[str, int | float]:
-    node = load_node(config, node_config)
-    model = node_model(node, arrays)
-    metrics = evaluate_classifier(model, node.data.x, node.data.y, resolve_device(node.device))
-    return {"num-examples": len(node.data), **metrics}

@@ -35,11 +35,12 @@ from models.training import (
     train_classifier,
 )
 from models.zoo import build_model
-from strategies.mosaic import GENERATOR_KEY, PROTOTYPES_KEY
-from strategies.protocol import (
+from protocol import (
     ARRAYS_KEY,
     CONFIG_KEY,
+    GENERATOR_KEY,
     METRICS_KEY,
+    PROTOTYPES_KEY,
     array_record,
     arrays_to_record,
 )

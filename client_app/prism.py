@@ -40,13 +40,16 @@ from models.mmd import (
     to_generator_size,
 )
 from models.training import images_to_tensor, seeded_generator
-from strategies.prism import MASK_KEY, SCORES_KEY, THETA_KEY, logit
-from strategies.protocol import (
+from protocol import (
     ARRAYS_KEY,
     CONFIG_KEY,
+    MASK_KEY,
     METRICS_KEY,
+    SCORES_KEY,
+    THETA_KEY,
     array_record,
     arrays_to_record,
+    logit,
     record_to_arrays,
 )
 

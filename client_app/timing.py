@@ -26,7 +26,7 @@ from pathlib import Path
 
 from flwr.app import Context, Message, MetricRecord
 
-from strategies.protocol import TIMING_KEY
+from protocol import TIMING_KEY
 
 _stages: ContextVar[dict[str, float] | None] = ContextVar("bouquet_timing", default=None)
 _messages_handled = 0  # diagnostics only: whether this process is fresh

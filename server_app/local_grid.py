@@ -103,7 +103,10 @@ class InProcessGrid(Grid):
             )
             try:
                 reply = self.client_app(wire_msg, ctx)
-                reply = Message(_over_the_wire(reply.content), reply_to=msg)
+                if reply.has_error():  # a handler's typed error reply (protocol.ErrorCode)
+                    reply = Message(reply.error, reply_to=msg)
+                else:
+                    reply = Message(_over_the_wire(reply.content), reply_to=msg)
             except Exception as err:  # the ClientApp crashed: Flower sends an error reply
                 reply = Message(Error(code=2, reason=f"{type(err).__name__}: {err}"), reply_to=msg)
             finally:

@@ -25,8 +25,8 @@ from torch import nn
 from federated_data import ArrayDataset
 from models.training import evaluate_classifier, seeded_generator
 from models.zoo import ARCHITECTURES, count_flops, count_parameters
+from protocol import CONFIG_KEY, INFO_KEY, QUERY_INFO, TIMING_KEY, serialized_size
 
-from .protocol import CONFIG_KEY, INFO_KEY, QUERY_INFO, TIMING_KEY, serialized_size
 from .state import Arrays, ServerState
 from .validation import InvalidReply, check_no_error
 
@@ -80,6 +80,8 @@ class Exchange:
     bytes_up: dict[int, int] = field(default_factory=dict)
     # node id -> seconds: the round trip seen by the server and the node's own ``timing``
     seconds: dict[int, dict[str, float]] = field(default_factory=dict)
+    # node id -> the code of its error reply (protocol.ErrorCode for bouquet's own errors)
+    error_codes: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -335,6 +337,8 @@ class FederatedStrategy(ABC):
             if reply.has_content():
                 ex.bytes_up[node_id] = serialized_size(reply.content)
                 ex.seconds[node_id].update(_node_timing(reply.content))
+            if reply.has_error():
+                ex.error_codes[node_id] = int(reply.error.code)
             try:
                 check_no_error(reply)
                 ex.replies[node_id] = parse(reply)

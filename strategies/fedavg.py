@@ -13,9 +13,10 @@ from flwr.app import ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
+from protocol import ARRAYS_KEY, CONFIG_KEY, TRAIN, arrays_to_record
+
 from .aggregate import weighted_average
 from .base import Exchange, FederatedStrategy, RoundReport
-from .protocol import ARRAYS_KEY, CONFIG_KEY, TRAIN, arrays_to_record
 from .state import Arrays, ServerState
 from .validation import check_train_reply
 

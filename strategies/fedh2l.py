@@ -22,18 +22,23 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from federated_data import ArrayDataset
+from protocol import (
+    CONFIG_KEY,
+    METRICS_KEY,
+    PEERS_KEY,
+    POSTERIORS_KEY,
+    QUERY_SEED,
+    SEED_SET_KEY,
+    TRAIN_H2L,
+    ErrorCode,
+    arrays_to_record,
+)
 
 from .base import FederatedStrategy, FederationError, RoundReport, require_choice
-from .protocol import CONFIG_KEY, METRICS_KEY, arrays_to_record
 from .state import ServerState
 from .topology import leave_one_out_means, neighbours
 from .validation import InvalidReply, check_num_examples
 
-QUERY_SEED = "query.seed"
-TRAIN_H2L = "train.h2l"
-SEED_SET_KEY = "seed-set"
-PEERS_KEY = "peers"
-POSTERIORS_KEY = "posteriors"
 RELAYS = ("loo-mean", "full")
 POSTERIOR_DTYPES = ("float32", "float16")
 ALIGNMENTS = ("none", "mldg", "fo-cos")
@@ -127,8 +132,8 @@ class FedH2L(FederatedStrategy):
             grid, payloads, TRAIN_H2L, server_round, lambda reply: self._parse(reply, num_seed)
         )
         report.add(ex, self.partition_of())
-        for n, reason in ex.dropped.items():
-            if "seed set missing" in reason:
+        for n, code in ex.error_codes.items():
+            if code == ErrorCode.SEED_SET_MISSING:
                 self.seeded.discard(n)  # the node lost its state: send the seed set again
         for n in ex.replies:
             if n in payloads and SEED_SET_KEY in payloads[n]:

@@ -31,18 +31,22 @@ from flwr.supercore import log
 
 from models.teachers import Teacher, head_logits, train_head
 from models.training import score_logits
+from protocol import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    TEACHER_HEAD_KEY,
+    TRAIN_FMD,
+    TRAIN_PROBE,
+    arrays_to_record,
+)
 
 from .aggregate import weighted_average
 from .base import FederatedStrategy, RoundReport, require_choice
 from .fedavg import TrainReply
 from .feddf import FedDF
-from .protocol import ARRAYS_KEY, CONFIG_KEY, arrays_to_record
 from .state import Arrays, ServerState
 from .validation import check_train_reply
 
-TRAIN_PROBE = "train.probe"
-TRAIN_FMD = "train.fmd"
-TEACHER_HEAD_KEY = "teacher-head"
 PROBES = ("federated", "server", "none")
 SERVER_DISTILL = ("none", "teacher", "ensemble")
 HEAD_DATA = ("teacher-head/weight", "teacher-head/bias")

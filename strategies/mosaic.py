@@ -45,6 +45,17 @@ from models.experts import (
 )
 from models.generators import Generator, GeneratorConfig, generate, to_uint8
 from models.training import evaluate_classifier, images_to_tensor, score_logits, seeded_generator
+from protocol import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    GENERATOR_KEY,
+    METRICS_KEY,
+    PROTOTYPES_KEY,
+    QUERY_PROTOTYPES,
+    TRAIN_GENERATOR,
+    arrays_to_record,
+    record_to_arrays,
+)
 
 from .aggregate import weighted_average
 from .base import (
@@ -57,14 +68,9 @@ from .base import (
 )
 from .fedavg import TrainReply
 from .feddf import FedDF
-from .protocol import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, arrays_to_record, record_to_arrays
 from .state import Arrays, ServerState
 from .validation import InvalidReply, check_arrays, check_no_error, check_num_examples
 
-TRAIN_GENERATOR = "train.generator"
-QUERY_PROTOTYPES = "query.prototypes"
-GENERATOR_KEY = "generator"
-PROTOTYPES_KEY = "prototypes"
 PROTOTYPE_KINDS = ("synthetic", "features")
 
 

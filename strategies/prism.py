@@ -49,18 +49,24 @@ from models.masked import (
 from models.mmd import to_generator_size
 from models.training import images_to_tensor, seeded_generator
 from models.zoo import count_flops
+from protocol import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    MASK_KEY,
+    METRICS_KEY,
+    SCORES_KEY,
+    THETA_KEY,
+    TRAIN_DENSE_GENERATOR,
+    TRAIN_MASK,
+    arrays_to_record,
+    logit,
+)
 
 from .aggregate import weighted_average
 from .base import FederatedStrategy, RoundReport, require_choice
-from .protocol import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, arrays_to_record
 from .state import Arrays, ServerState
 from .validation import InvalidReply, check_num_examples, check_train_reply
 
-TRAIN_MASK = "train.mask"
-TRAIN_DENSE = "train.dense_generator"  # Flower names handlers like functions
-MASK_KEY = "mask"
-SCORES_KEY = "scores"
-THETA_KEY = "theta"
 AGGREGATIONS = ("mada", "mada-probability", "mean")
 DOWNLINKS = ("scores", "theta-float16")
 FINAL_MASKS = ("sample", "threshold")
@@ -71,10 +77,6 @@ def smoothed_mean(bits: np.ndarray) -> np.ndarray:
     """theta_agg from a (clients, weights) 0/1 matrix, each bit smoothed to 0.01 / 0.99."""
     low, high = SMOOTHING
     return (low + (high - low) * bits.astype(np.float64)).mean(0)
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    return np.log(p) - np.log1p(-p)
 
 
 def sigmoid(s: np.ndarray) -> np.ndarray:
@@ -395,7 +397,11 @@ class FedAvgGenerator(GenerativeStrategy):
         }
         payloads = {n: RecordDict(content) for n in participants}
         ex = self.exchange(
-            grid, payloads, TRAIN_DENSE, server_round, lambda r: check_train_reply(r, weights)
+            grid,
+            payloads,
+            TRAIN_DENSE_GENERATOR,
+            server_round,
+            lambda r: check_train_reply(r, weights),
         )
         report.add(ex, self.partition_of())
         self.require_replies(ex, server_round, "train.dense_generator")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord
 
-from .protocol import ARRAYS_KEY, METRICS_KEY
+from protocol import ARRAYS_KEY, METRICS_KEY
+
 from .state import Arrays
 
 

@@ -6,7 +6,7 @@ from flwr.app import Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from client_app.faults import inject_fault
-from strategies.protocol import arrays_to_record
+from protocol import arrays_to_record
 from strategies.validation import InvalidReply, check_train_reply
 
 EXPECTED = {"n": np.array(0, np.int64), "w": np.zeros((2, 3), np.float32)}

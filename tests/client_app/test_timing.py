@@ -9,7 +9,7 @@ from flwr.app import Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from client_app import timing
-from strategies.protocol import TIMING_KEY
+from protocol import TIMING_KEY
 
 
 @pytest.fixture(autouse=True)

@@ -64,6 +64,7 @@ def test_a_node_that_lost_its_state_gets_the_seed_set_again(tmp_path):
     grid.send_and_receive = send
     r = rows(run_experiment(grid, cfg))
     assert r[1]["num-ok"] == 2 and "seed set missing" in r[1]["dropped"]["1000"]
+    assert "(code 4101)" in r[1]["dropped"]["1000"]  # protocol.ErrorCode.SEED_SET_MISSING
     assert r[2]["num-ok"] == 3  # the server re-sent the seed set in round 3
 
 

@@ -9,8 +9,8 @@ from flwr.app import Message, RecordDict
 
 from federated_data import DataSpec
 from federated_data.disk import write_partitions
+from protocol import arrays_to_record
 from strategies.base import FederationError
-from strategies.protocol import arrays_to_record
 
 
 @pytest.mark.parametrize("method", ["fedavg", "fedprox", "feddf"])

@@ -9,7 +9,7 @@ import pytest
 from federate import rows, run
 from flwr.app import Array, ArrayRecord
 
-from strategies.mosaic import GENERATOR_KEY, PROTOTYPES_KEY, TRAIN_GENERATOR
+from protocol import GENERATOR_KEY, PROTOTYPES_KEY, TRAIN_GENERATOR
 from strategies.state import ServerState
 
 SMALL = {

@@ -11,9 +11,9 @@ from flwr.app import Array, ArrayRecord
 
 from federated_data import Federation
 from models.masked import load_generator, num_masked
+from protocol import MASK_KEY, TRAIN_MASK
 from server_app.config import DEFAULTS, load_config
 from server_app.runner import build_strategy, data_spec
-from strategies.prism import MASK_KEY, TRAIN_MASK
 from strategies.state import ServerState
 
 SMALL = {

@@ -4,8 +4,8 @@ import torch
 from flwr.app import ArrayRecord
 
 from client_app.h2l import peer_kl
+from protocol import arrays_to_record
 from strategies.fedh2l import check_posteriors
-from strategies.protocol import arrays_to_record
 from strategies.topology import leave_one_out_means, neighbours
 from strategies.validation import InvalidReply
 

@@ -8,9 +8,9 @@ import pytest
 from flwr.app import Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
+from protocol import TIMING_KEY
 from strategies.base import RoundReport, _node_timing, send_and_receive
 from strategies.fedavg import FedAvg
-from strategies.protocol import TIMING_KEY
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from strategies.prism import aggregate_scores, logit, sigmoid, smoothed_mean
+from protocol import logit
+from strategies.prism import aggregate_scores, sigmoid, smoothed_mean
 
 
 class FixedUniforms:

@@ -3,7 +3,7 @@ import pytest
 from flwr.app import Error, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from strategies.protocol import arrays_to_record, record_to_arrays, serialized_size
+from protocol import arrays_to_record, record_to_arrays, serialized_size
 from strategies.state import ServerState
 from strategies.validation import InvalidReply, check_arrays, check_train_reply
 

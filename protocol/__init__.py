@@ -1,0 +1,101 @@
+"""The message protocol between bouquet's ServerApp and ClientApp: message types, record keys,
+payload encoding and typed error codes. Both apps import it; neither imports the other.
+
+=======================  ==================================  ====================================
+message type             content sent to the node            reply content
+=======================  ==================================  ====================================
+``query.info``           ``config``                          ``info`` (partition, architecture,
+                                                             examples, label counts)
+``train``                ``arrays``, ``config``              ``arrays``, ``metrics``
+                                                             (``num-examples``, train loss)
+``query.seed``           ``config``                          ``seed-set`` (FedH2L donations)
+``train.h2l``            ``config`` [+ ``seed-set``]         ``posteriors``, ``metrics``
+                         [+ ``peers``]
+``train.probe``          ``arrays`` (teacher head),          ``arrays``, ``metrics`` (FMD)
+                         ``config``
+``train.fmd``            ``arrays``, ``teacher-head``,       ``arrays``, ``metrics`` (FMD)
+                         ``config``
+``train.generator``      ``config``                          ``generator``, ``prototypes``,
+                                                             ``metrics`` (Mosaic)
+``query.prototypes``     ``arrays``, ``config``              ``prototypes``, ``metrics`` (Mosaic)
+``train.mask``           ``scores`` or ``theta``,            ``mask`` (bit-packed), ``metrics``
+                         ``config``                          (PRISM)
+``train.dense_generator``  ``arrays``, ``config``            ``arrays``, ``metrics`` (PRISM's
+                                                             dense baseline)
+=======================  ==================================  ====================================
+
+Every reply also carries ``timing`` (seconds of start-up, imports, data loading and handling on
+the node), which the server logs and never aggregates. A node that cannot serve a message
+replies with an error whose code is one of :class:`ErrorCode`.
+"""
+
+from .errors import ErrorCode, NodeError
+from .messages import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    GENERATOR_KEY,
+    INFO_KEY,
+    MASK_KEY,
+    METRICS_KEY,
+    PEERS_KEY,
+    POSTERIORS_KEY,
+    PROTOTYPES_KEY,
+    QUERY_INFO,
+    QUERY_PROTOTYPES,
+    QUERY_SEED,
+    SCORES_KEY,
+    SEED_SET_KEY,
+    TEACHER_HEAD_KEY,
+    THETA_KEY,
+    TIMING_KEY,
+    TRAIN,
+    TRAIN_DENSE_GENERATOR,
+    TRAIN_FMD,
+    TRAIN_GENERATOR,
+    TRAIN_H2L,
+    TRAIN_MASK,
+    TRAIN_PROBE,
+    action,
+)
+from .records import (
+    array_record,
+    arrays_to_record,
+    logit,
+    record_to_arrays,
+    serialized_size,
+)
+
+__all__ = [
+    "ARRAYS_KEY",
+    "CONFIG_KEY",
+    "GENERATOR_KEY",
+    "INFO_KEY",
+    "MASK_KEY",
+    "METRICS_KEY",
+    "PEERS_KEY",
+    "POSTERIORS_KEY",
+    "PROTOTYPES_KEY",
+    "QUERY_INFO",
+    "QUERY_PROTOTYPES",
+    "QUERY_SEED",
+    "SCORES_KEY",
+    "SEED_SET_KEY",
+    "TEACHER_HEAD_KEY",
+    "THETA_KEY",
+    "TIMING_KEY",
+    "TRAIN",
+    "TRAIN_DENSE_GENERATOR",
+    "TRAIN_FMD",
+    "TRAIN_GENERATOR",
+    "TRAIN_H2L",
+    "TRAIN_MASK",
+    "TRAIN_PROBE",
+    "ErrorCode",
+    "NodeError",
+    "action",
+    "array_record",
+    "arrays_to_record",
+    "logit",
+    "record_to_arrays",
+    "serialized_size",
+]

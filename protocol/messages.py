@@ -1,0 +1,40 @@
+"""Message types and record keys (the table in :mod:`protocol`)."""
+
+from __future__ import annotations
+
+# Message types. Flower routes ``<category>.<action>`` to the ClientApp handler registered with
+# ``@app.<category>("<action>")``; a bare category goes to the default handler.
+QUERY_INFO = "query.info"
+TRAIN = "train"
+QUERY_SEED = "query.seed"  # FedH2L
+TRAIN_H2L = "train.h2l"  # FedH2L
+TRAIN_PROBE = "train.probe"  # FMD
+TRAIN_FMD = "train.fmd"  # FMD
+TRAIN_GENERATOR = "train.generator"  # Mosaic
+QUERY_PROTOTYPES = "query.prototypes"  # Mosaic
+TRAIN_MASK = "train.mask"  # PRISM
+TRAIN_DENSE_GENERATOR = "train.dense_generator"  # PRISM's baseline (Flower names = identifiers)
+
+# Record keys.
+ARRAYS_KEY = "arrays"
+CONFIG_KEY = "config"
+METRICS_KEY = "metrics"
+INFO_KEY = "info"
+TIMING_KEY = "timing"
+SEED_SET_KEY = "seed-set"  # FedH2L: x (uint8 NCHW), y (int64)
+PEERS_KEY = "peers"  # FedH2L: "mean" or one "peer-<partition>" matrix per peer
+POSTERIORS_KEY = "posteriors"  # FedH2L: "p", (seed-set size, classes)
+TEACHER_HEAD_KEY = "teacher-head"  # FMD: the teacher's linear head
+GENERATOR_KEY = "generator"  # Mosaic: the client generator's arrays
+PROTOTYPES_KEY = "prototypes"  # Mosaic: "x" and "y" of synthetic or feature prototypes
+MASK_KEY = "mask"  # PRISM: one packed uint8 array
+SCORES_KEY = "scores"  # PRISM downlink: float32 scores
+THETA_KEY = "theta"  # PRISM downlink: float16 probabilities
+
+
+def action(message_type: str) -> str:
+    """The handler name of ``<category>.<action>`` (what ``@app.train(...)`` takes)."""
+    _, _, name = message_type.partition(".")
+    if not name:
+        raise ValueError(f"{message_type!r} has no action: it goes to the default handler")
+    return name
