@@ -16,30 +16,81 @@ from pathlib import Path
 
 import numpy as np
 
+from protocol.settings import Section, Setting
+
 from .atomic import save_npz
-from .partition import label_counts, partition_indices
-from .sources import ImageSplits, default_data_dir, load_source
+from .partition import PARTITIONERS, label_counts, partition_indices
+from .sources import SOURCES, ImageSplits, default_data_dir, load_source
 from .splits import carve_public
 
 log = logging.getLogger(__name__)
+
+DATA_SETTINGS = Section(
+    "data",
+    (
+        Setting(
+            "dataset",
+            "fmnist",
+            "offline: fmnist, mnist10k, digits; online (download=true): mnist, cifar10, "
+            "cifar100, celeba",
+            choices=SOURCES,
+        ),
+        Setting(
+            "partitioner",
+            "dirichlet",
+            "how the training pool is split among clients",
+            choices=PARTITIONERS,
+        ),
+        Setting(
+            "alpha", 0.5, "Dirichlet concentration (smaller = more skewed)", low=0.0, low_open=True
+        ),
+        Setting("classes-per-client", 2, "pathological partitioner: classes per client", low=1),
+        Setting("shards-per-client", 2, "shard partitioner: label-sorted shards per client", low=1),
+        Setting(
+            "min-partition-size",
+            0,
+            "Dirichlet resampling floor; 0 accepts tiny or empty clients",
+            low=0,
+        ),
+        Setting(
+            "num-partitions",
+            0,
+            "number of client partitions; 0 = taken from the nodes' config",
+            low=0,
+        ),
+        Setting("train-subset", 0, "use only this many training images (0 = all)", low=0),
+        Setting(
+            "public-fraction",
+            0.0,
+            "share of the training pool held out as the server's unlabelled public split",
+            low=0.0,
+            high=0.9,
+        ),
+        Setting(
+            "data-dir", "", "dataset and cache directory (default: $BOUQUET_DATA_DIR or .data)"
+        ),
+        Setting("download", False, "allow downloading the online datasets and weights"),
+    ),
+    "What every node needs to rebuild exactly its own partition (sent as ``data.*`` keys).",
+)
 
 
 @dataclass(frozen=True)
 class DataSpec:
     """Everything that determines the clients' data. Sent to nodes as a flat config."""
 
-    dataset: str = "fmnist"
-    partitioner: str = "dirichlet"
-    num_partitions: int = 10
-    alpha: float = 0.5
-    classes_per_client: int = 2
-    shards_per_client: int = 2
-    min_partition_size: int = 0
-    train_subset: int = 0
-    public_fraction: float = 0.0
-    seed: int = 0
-    data_dir: str = ""
-    download: bool = False
+    dataset: str = DATA_SETTINGS.default("dataset")
+    partitioner: str = DATA_SETTINGS.default("partitioner")
+    num_partitions: int = DATA_SETTINGS.default("num-partitions")
+    alpha: float = DATA_SETTINGS.default("alpha")
+    classes_per_client: int = DATA_SETTINGS.default("classes-per-client")
+    shards_per_client: int = DATA_SETTINGS.default("shards-per-client")
+    min_partition_size: int = DATA_SETTINGS.default("min-partition-size")
+    train_subset: int = DATA_SETTINGS.default("train-subset")
+    public_fraction: float = DATA_SETTINGS.default("public-fraction")
+    seed: int = 0  # the run's seed
+    data_dir: str = DATA_SETTINGS.default("data-dir")
+    download: bool = DATA_SETTINGS.default("download")
 
     def to_config(self) -> dict[str, int | float | str | bool]:
         """Flat kebab-case dict, fit for a Flower ``ConfigRecord``."""

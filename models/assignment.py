@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+from protocol.settings import Section, Setting
+
 from .zoo import ARCHITECTURES
+
+MODEL_SETTINGS = Section(
+    "models",
+    (
+        Setting(
+            "models",
+            "cnn-small",
+            "one architecture, a preset (heterogeneous, heterogeneous-large) or a comma list "
+            "cycled over partition ids",
+            travel="all",
+        ),
+    ),
+)
 
 PRESETS: dict[str, tuple[str, ...]] = {
     # Cheap mix for 28x28 data on CPUs: three genuinely different families.

@@ -15,24 +15,81 @@ import numpy as np
 import torch
 from torch import nn
 
+from protocol.settings import Section, Setting
+
 from .training import batch_indices, images_to_tensor
+from .zoo import ARCHITECTURES
 
 GENERATOR_KINDS = ("unconditional", "conditional")
 DIVERSITY_PRIORS = ("client", "uniform")
+
+GENERATOR_SETTINGS = Section(
+    "local generators",
+    (
+        Setting(
+            "generator",
+            "unconditional",
+            "the clients' DCGAN (conditional: class-conditional)",
+            choices=GENERATOR_KINDS,
+            travel="method",
+        ),
+        Setting("generator-z-dim", 100, "latent size", low=1, travel="method"),
+        Setting("generator-width", 32, "base channel width", low=1, travel="method"),
+        Setting(
+            "generator-steps",
+            400,
+            "GAN training steps (once per client, cached)",
+            low=1,
+            travel="method",
+        ),
+        Setting("generator-batch-size", 64, "GAN batch size", low=2, travel="method"),
+        Setting(
+            "generator-lr",
+            0.0002,
+            "Adam learning rate, betas (0.5, 0.999)",
+            low=0.0,
+            low_open=True,
+            travel="method",
+        ),
+        Setting(
+            "generator-diversity-weight",
+            5.0,
+            "weight of KL(batch-mean class distribution || prior)",
+            low=0.0,
+            travel="method",
+        ),
+        Setting(
+            "generator-diversity-prior",
+            "client",
+            "that prior: the client's label distribution, or uniform (the reference's)",
+            choices=DIVERSITY_PRIORS,
+            travel="method",
+        ),
+        Setting(
+            "generator-aux-model",
+            "cnn-small",
+            "the local auxiliary classifier of the diversity term",
+            choices=tuple(ARCHITECTURES),
+            travel="method",
+        ),
+        Setting("generator-aux-steps", 200, "its local training steps", low=0, travel="method"),
+    ),
+    "Mosaic's local generators (models/generators.py).",
+)
 
 
 @dataclass(frozen=True)
 class GeneratorConfig:
     """Generator architecture and training settings (run-config keys ``generator-*``)."""
 
-    kind: str = "unconditional"
-    z_dim: int = 100
-    width: int = 32
-    steps: int = 400
-    batch_size: int = 64
-    lr: float = 2e-4
-    diversity_weight: float = 5.0
-    diversity_prior: str = "client"
+    kind: str = GENERATOR_SETTINGS.default("generator")
+    z_dim: int = GENERATOR_SETTINGS.default("generator-z-dim")
+    width: int = GENERATOR_SETTINGS.default("generator-width")
+    steps: int = GENERATOR_SETTINGS.default("generator-steps")
+    batch_size: int = GENERATOR_SETTINGS.default("generator-batch-size")
+    lr: float = GENERATOR_SETTINGS.default("generator-lr")
+    diversity_weight: float = GENERATOR_SETTINGS.default("generator-diversity-weight")
+    diversity_prior: str = GENERATOR_SETTINGS.default("generator-diversity-prior")
 
     @property
     def conditional(self) -> bool:

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from protocol.settings import Section, Setting
+
 
 def images_to_tensor(x: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 (N, C, H, W) -> float32 in [-1, 1]."""
@@ -74,20 +76,62 @@ def batch_indices(
         pos += batch_size
 
 
+TRAINING_SETTINGS = Section(
+    "local training",
+    (
+        Setting(
+            "local-epochs",
+            0,
+            "local epochs per round (local-steps wins when > 0)",
+            low=0,
+            travel="all",
+        ),
+        Setting("local-steps", 50, "local SGD steps per round", low=0, travel="all"),
+        Setting("batch-size", 32, "local mini-batch size", low=1, travel="all"),
+        Setting("lr", 0.05, "local SGD learning rate", low=0.0, low_open=True, travel="all"),
+        Setting("momentum", 0.9, "local SGD momentum", low=0.0, high=1.0, travel="all"),
+        Setting("weight-decay", 0.0, "local SGD weight decay", low=0.0, travel="all"),
+    ),
+)
+
+# The student's loss in FMD: (1 - kd-mu) * CE + kd-mu * T^2 * KL(teacher || student).
+KD_SETTINGS = Section(
+    "distillation into the student",
+    (
+        Setting(
+            "kd-mu",
+            0.5,
+            "weight of the teacher's KL term in the student's loss",
+            low=0.0,
+            high=1.0,
+            travel="all",
+        ),
+        Setting(
+            "kd-temperature",
+            4.0,
+            "temperature T of that KL term",
+            low=0.0,
+            low_open=True,
+            travel="all",
+        ),
+    ),
+)
+
+
 @dataclass
 class TrainConfig:
     """Local optimisation settings; ``steps`` wins over ``epochs`` when both are set."""
 
-    epochs: int = 0
-    steps: int = 50
-    batch_size: int = 32
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
+    epochs: int = TRAINING_SETTINGS.default("local-epochs")
+    steps: int = TRAINING_SETTINGS.default("local-steps")
+    batch_size: int = TRAINING_SETTINGS.default("batch-size")
+    lr: float = TRAINING_SETTINGS.default("lr")
+    momentum: float = TRAINING_SETTINGS.default("momentum")
+    weight_decay: float = TRAINING_SETTINGS.default("weight-decay")
     proximal_mu: float = 0.0
     # Distillation from a teacher: (1 - kd_mu) * CE + kd_mu * T^2 * KL(teacher || student).
     kd_mu: float = 0.0
-    kd_temperature: float = 4.0
+    kd_temperature: float = KD_SETTINGS.default("kd-temperature")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TrainConfig:
@@ -100,8 +144,10 @@ class TrainConfig:
             momentum=float(config["momentum"]),
             weight_decay=float(config["weight-decay"]),
             proximal_mu=float(config.get("proximal-mu", 0.0)),
-            kd_mu=float(config.get("kd-mu", 0.0)),
-            kd_temperature=float(config.get("kd-temperature", 4.0)),
+            kd_mu=float(config.get("kd-mu", 0.0)),  # 0: no teacher unless the config says
+            kd_temperature=float(
+                config.get("kd-temperature", KD_SETTINGS.default("kd-temperature"))
+            ),
         )
 
     def num_steps(self, n: int) -> int:

@@ -1,324 +1,114 @@
-"""Experiment configuration: defaults, YAML experiments, validation before the first round.
+"""Experiment configuration: the schema, YAML experiments, validation before the first round.
 
-Precedence, lowest first: the defaults below (mirrored in ``pyproject.toml``), then the YAML
-file named by ``experiment``, then every value set explicitly (``--run-config``), even one
-equal to its default.
+Every key is declared once, beside the component that owns it (:mod:`protocol.settings`):
+the run's own keys below, the data's in ``federated_data``, local training's in
+``models.training``, each method's in its strategy module (collected through
+:mod:`server_app.methods`). Defaults, validation, :class:`ExperimentConfig`, the nodes' config
+and ``docs/configuration.md`` derive from them.
+
+Precedence, lowest first: the defaults (mirrored in ``pyproject.toml``), then the YAML file
+named by ``experiment``, then every value set explicitly (``--run-config``), even one equal to
+its default.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from federated_data.partition import PARTITIONERS
-from federated_data.sources import SOURCES
-from models.assignment import parse_assignment
-from models.generators import DIVERSITY_PRIORS, GENERATOR_KINDS
-from models.masked import GENERATOR_SIZES
-from models.mmd import PRISM_LOSSES
-from models.teachers import TEACHERS
-from models.zoo import ARCHITECTURES
-from strategies.fedh2l import ALIGNMENTS, POSTERIOR_DTYPES, RELAYS
-from strategies.fmd import PROBES, SERVER_DISTILL
-from strategies.mosaic import PROTOTYPE_KINDS
-from strategies.prism import AGGREGATIONS, DOWNLINKS, FINAL_MASKS
-from strategies.topology import TOPOLOGIES
+from federated_data.federation import DATA_SETTINGS
+from models.assignment import MODEL_SETTINGS, parse_assignment
+from models.training import TRAINING_SETTINGS
+from protocol.settings import ConfigError, Section, Setting, merge_sections
 
-METHODS = ("fedavg", "fedprox", "feddf", "fedh2l", "fmd", "mosaic", "prism", "fedavg-generator")
-GENERATIVE_METHODS = ("prism", "fedavg-generator")
+from .methods import METHODS, method_sections
+
+__all__ = ["DEFAULTS", "SCHEMA", "SECTIONS", "ConfigError", "ExperimentConfig", "load_config"]
+
 APP_DIR = Path(__file__).resolve().parent.parent
 
-DEFAULTS: dict[str, Any] = {
-    "experiment": "",
-    "method": "fedavg",
-    "dataset": "fmnist",
-    "partitioner": "dirichlet",
-    "alpha": 0.5,
-    "classes-per-client": 2,
-    "shards-per-client": 2,
-    "min-partition-size": 0,
-    "num-partitions": 0,
-    "train-subset": 0,
-    "public-fraction": 0.0,
-    "models": "cnn-small",
-    "num-server-rounds": 8,
-    "clients-per-round": 0,
-    "min-nodes": 2,
-    "round-timeout": 600.0,
-    "poll-interval": 0.1,
-    "local-epochs": 0,
-    "local-steps": 50,
-    "batch-size": 32,
-    "lr": 0.05,
-    "momentum": 0.9,
-    "weight-decay": 0.0,
-    "proximal-mu": 0.01,
-    "distill-steps": 200,
-    "distill-lr": 0.001,
-    "distill-batch-size": 64,
-    "distill-temperature": 1.0,
-    "seed-per-class": 10,
-    "seed-source": "donated",
-    "h2l-lambda": 1.0,
-    "h2l-temperature": 1.0,
-    "topology": "complete",
-    "topology-degree": 2,
-    "relay": "loo-mean",
-    "posterior-dtype": "float32",
-    "align": "none",
-    "align-weight": 0.01,
-    "teacher": "efficientnet-lite0",
-    "teacher-path": "",
-    "teacher-image-size": 64,
-    "clip-model": "ViT-B-32",
-    "probe": "federated",
-    "probe-rounds": 30,
-    "probe-local-steps": 5,
-    "probe-lr": 2.0,
-    "kd-mu": 0.5,
-    "kd-temperature": 4.0,
-    "fmd-server-distill": "none",
-    "mosaic-distill-round": 0,
-    "mosaic-one-shot": False,
-    "generator": "unconditional",
-    "generator-z-dim": 100,
-    "generator-width": 32,
-    "generator-steps": 400,
-    "generator-batch-size": 64,
-    "generator-lr": 0.0002,
-    "generator-diversity-weight": 5.0,
-    "generator-diversity-prior": "client",
-    "generator-aux-model": "cnn-small",
-    "generator-aux-steps": 200,
-    "prototypes": "synthetic",
-    "prototypes-per-class": 10,
-    "prototype-min-cluster": 5,
-    "prototype-confidence": 0.8,
-    "meta-steps": 300,
-    "meta-lr": 0.001,
-    "meta-ema": 0.99,
-    "mosaic-distill-steps": 300,
-    "mosaic-distill-lr": 0.0001,
-    "samples-per-generator": 32,
-    "mosaic-finetune-lr-scale": 0.01,
-    "mosaic-pool-size": 2000,
-    "prism-generator": "small",
-    "prism-loss": "efficientnet-lite0",
-    "prism-tracker-lr": 1e-5,
-    "prism-aggregation": "mada",
-    "prism-downlink": "scores",
-    "prism-final-mask": "sample",
-    "prism-dp-epsilon": 0.0,
-    "prism-dp-delta": 1e-5,
-    "prism-dp-clip": 1.0,
-    "prism-eval-samples": 2000,
-    "prism-sample-every": 5,
-    "prism-judge-steps": 2000,
-    "prism-fid": False,
-    "seed": 0,
-    "output-dir": "outputs",
-    "run-name": "",
-    "resume": False,
-    "data-dir": "",
-    "download": False,
-}
-
-CHOICES = {
-    "method": METHODS,
-    "dataset": SOURCES,
-    "partitioner": PARTITIONERS,
-    "topology": TOPOLOGIES,
-    "relay": RELAYS,
-    "posterior-dtype": POSTERIOR_DTYPES,
-    "align": ALIGNMENTS,
-    "seed-source": ("donated", "public"),
-    "teacher": TEACHERS,
-    "probe": PROBES,
-    "fmd-server-distill": SERVER_DISTILL,
-    "generator": GENERATOR_KINDS,
-    "generator-diversity-prior": DIVERSITY_PRIORS,
-    "generator-aux-model": tuple(ARCHITECTURES),
-    "prototypes": PROTOTYPE_KINDS,
-    "prism-generator": tuple(GENERATOR_SIZES),
-    "prism-loss": PRISM_LOSSES,
-    "prism-aggregation": AGGREGATIONS,
-    "prism-downlink": DOWNLINKS,
-    "prism-final-mask": FINAL_MASKS,
-}
-# key: (lowest, highest, inclusive low) -- None means unbounded
-RANGES: dict[str, tuple[float | None, float | None, bool]] = {
-    "alpha": (0.0, None, False),
-    "classes-per-client": (1, None, True),
-    "shards-per-client": (1, None, True),
-    "min-partition-size": (0, None, True),
-    "num-partitions": (0, None, True),
-    "train-subset": (0, None, True),
-    "public-fraction": (0.0, 0.9, True),
-    "num-server-rounds": (1, None, True),
-    "clients-per-round": (0, None, True),
-    "min-nodes": (1, None, True),
-    "round-timeout": (0.0, None, False),
-    "poll-interval": (0.0, 60.0, False),
-    "local-epochs": (0, None, True),
-    "local-steps": (0, None, True),
-    "batch-size": (1, None, True),
-    "lr": (0.0, None, False),
-    "momentum": (0.0, 1.0, True),
-    "weight-decay": (0.0, None, True),
-    "proximal-mu": (0.0, None, True),
-    "distill-steps": (0, None, True),
-    "distill-lr": (0.0, None, False),
-    "distill-batch-size": (2, None, True),
-    "distill-temperature": (0.0, None, False),
-    "seed-per-class": (0, None, True),
-    "h2l-lambda": (0.0, None, True),
-    "h2l-temperature": (0.0, None, False),
-    "topology-degree": (2, None, True),
-    "align-weight": (0.0, None, True),
-    "teacher-image-size": (16, None, True),
-    "probe-rounds": (0, None, True),
-    "probe-local-steps": (1, None, True),
-    "probe-lr": (0.0, None, False),
-    "kd-mu": (0.0, 1.0, True),
-    "kd-temperature": (0.0, None, False),
-    "mosaic-distill-round": (0, None, True),
-    "generator-z-dim": (1, None, True),
-    "generator-width": (1, None, True),
-    "generator-steps": (1, None, True),
-    "generator-batch-size": (2, None, True),
-    "generator-lr": (0.0, None, False),
-    "generator-diversity-weight": (0.0, None, True),
-    "generator-aux-steps": (0, None, True),
-    "prototypes-per-class": (1, None, True),
-    "prototype-min-cluster": (1, None, True),
-    "prototype-confidence": (0.0, 1.0, True),
-    "meta-steps": (1, None, True),
-    "meta-lr": (0.0, None, False),
-    "meta-ema": (0.0, 1.0, True),
-    "mosaic-distill-steps": (0, None, True),
-    "mosaic-distill-lr": (0.0, None, False),
-    "samples-per-generator": (1, None, True),
-    "mosaic-finetune-lr-scale": (0.0, 1.0, False),
-    "mosaic-pool-size": (2, None, True),
-    "prism-tracker-lr": (0.0, None, False),
-    "prism-dp-epsilon": (0.0, None, True),
-    "prism-dp-delta": (0.0, 1.0, False),
-    "prism-dp-clip": (0.0, None, False),
-    "prism-eval-samples": (10, None, True),
-    "prism-sample-every": (0, None, True),
-    "prism-judge-steps": (1, None, True),
-}
+RUN_SETTINGS = Section(
+    "run",
+    (
+        Setting(
+            "experiment", "", "a YAML file of settings (relative to the working or app directory)"
+        ),
+        Setting("method", "fedavg", "the method (server_app/methods.py)", choices=tuple(METHODS)),
+        Setting("num-server-rounds", 8, "communication rounds", low=1),
+        Setting("clients-per-round", 0, "nodes sampled per round (0 = all connected)", low=0),
+        Setting("min-nodes", 2, "fewest valid replies a round may proceed with", low=1),
+        Setting(
+            "round-timeout",
+            600.0,
+            "seconds to wait for one message phase's replies",
+            low=0.0,
+            low_open=True,
+        ),
+        Setting(
+            "poll-interval",
+            0.1,
+            "seconds between the ServerApp's pulls for replies "
+            "(Flower's own send_and_receive waits 3 s)",
+            low=0.0,
+            high=60.0,
+            low_open=True,
+        ),
+        Setting("seed", 0, "root of every random choice (data, sampling, initial weights)"),
+        Setting(
+            "output-dir",
+            "outputs",
+            "where run directories are created (relative: to "
+            "$BOUQUET_OUTPUT_ROOT or the working directory)",
+        ),
+        Setting(
+            "run-name", "", "the run directory's name (default: method-dataset-skew-models-seed)"
+        ),
+        Setting("resume", False, "continue the latest run of that name from its last checkpoint"),
+    ),
+)
+# Every section, in the order of the configuration reference.
+SECTIONS: tuple[Section, ...] = (
+    RUN_SETTINGS,
+    DATA_SETTINGS,
+    MODEL_SETTINGS,
+    TRAINING_SETTINGS,
+    *method_sections(),
+)
+SCHEMA: dict[str, Setting] = merge_sections(SECTIONS)
+DEFAULTS: dict[str, Any] = {key: s.default for key, s in SCHEMA.items()}
 
 
-class ConfigError(ValueError):
-    """An invalid setting; the message names the key and what is allowed."""
-
-
-@dataclass(frozen=True)
 class ExperimentConfig:
-    """The fully resolved settings of one run (attribute = run-config key with ``_``)."""
+    """The resolved, validated settings of one run: attribute = run-config key with ``_``
+    (``cfg.num_server_rounds``); read-only."""
 
-    experiment: str
-    method: str
-    dataset: str
-    partitioner: str
-    alpha: float
-    classes_per_client: int
-    shards_per_client: int
-    min_partition_size: int
-    num_partitions: int
-    train_subset: int
-    public_fraction: float
-    models: str
-    num_server_rounds: int
-    clients_per_round: int
-    min_nodes: int
-    round_timeout: float
-    poll_interval: float
-    local_epochs: int
-    local_steps: int
-    batch_size: int
-    lr: float
-    momentum: float
-    weight_decay: float
-    proximal_mu: float
-    distill_steps: int
-    distill_lr: float
-    distill_batch_size: int
-    distill_temperature: float
-    seed_per_class: int
-    seed_source: str
-    h2l_lambda: float
-    h2l_temperature: float
-    topology: str
-    topology_degree: int
-    relay: str
-    posterior_dtype: str
-    align: str
-    align_weight: float
-    teacher: str
-    teacher_path: str
-    teacher_image_size: int
-    clip_model: str
-    probe: str
-    probe_rounds: int
-    probe_local_steps: int
-    probe_lr: float
-    kd_mu: float
-    kd_temperature: float
-    fmd_server_distill: str
-    mosaic_distill_round: int
-    mosaic_one_shot: bool
-    generator: str
-    generator_z_dim: int
-    generator_width: int
-    generator_steps: int
-    generator_batch_size: int
-    generator_lr: float
-    generator_diversity_weight: float
-    generator_diversity_prior: str
-    generator_aux_model: str
-    generator_aux_steps: int
-    prototypes: str
-    prototypes_per_class: int
-    prototype_min_cluster: int
-    prototype_confidence: float
-    meta_steps: int
-    meta_lr: float
-    meta_ema: float
-    mosaic_distill_steps: int
-    mosaic_distill_lr: float
-    samples_per_generator: int
-    mosaic_finetune_lr_scale: float
-    mosaic_pool_size: int
-    prism_generator: str
-    prism_loss: str
-    prism_tracker_lr: float
-    prism_aggregation: str
-    prism_downlink: str
-    prism_final_mask: str
-    prism_dp_epsilon: float
-    prism_dp_delta: float
-    prism_dp_clip: float
-    prism_eval_samples: int
-    prism_sample_every: int
-    prism_judge_steps: int
-    prism_fid: bool
-    seed: int
-    output_dir: str
-    run_name: str
-    resume: bool
-    data_dir: str
-    download: bool
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._values[name.replace("_", "-")]
+        except KeyError:
+            raise AttributeError(f"no setting {name.replace('_', '-')!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("ExperimentConfig is read-only")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ExperimentConfig) and self._values == other._values
+
+    def __repr__(self) -> str:
+        return f"ExperimentConfig({self._values!r})"
 
     def as_dict(self) -> dict[str, Any]:
         """Kebab-case view, as written to ``config.yaml``."""
-        return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}
+        return dict(self._values)
 
     def default_run_name(self) -> str:
         skew = {
@@ -387,105 +177,21 @@ def read_experiment(path_str: str) -> dict[str, Any]:
     return data
 
 
-def _check_mosaic(out: dict[str, Any]) -> None:
-    rounds, event = out["num-server-rounds"], out["mosaic-distill-round"]
-    if out["mosaic-one-shot"]:
-        if rounds != 1 or event > 1:
-            raise ConfigError(
-                "mosaic-one-shot=true is a single communication round that ends with the "
-                f"distillation: set num-server-rounds=1 (got {rounds}) and leave "
-                f"mosaic-distill-round at 0 or 1 (got {event})"
-            )
-    elif event > rounds:
-        raise ConfigError(
-            f"mosaic-distill-round={event} is after the last round (num-server-rounds={rounds})"
-        )
-    if out["prototypes"] == "features" and len(set(parse_assignment(out["models"]))) > 1:
-        raise ConfigError(
-            "prototypes='features' (penultimate-feature centroids) needs one architecture; "
-            "use 'synthetic' or 'auto' with heterogeneous models"
-        )
-
-
-def mosaic_distill_round(cfg: ExperimentConfig) -> int:
-    """The event's round: 1 in one-shot mode, else ``mosaic-distill-round`` or the middle."""
-    if cfg.mosaic_one_shot:
-        return 1
-    return cfg.mosaic_distill_round or max(1, cfg.num_server_rounds // 2)
-
-
-def validate(values: dict[str, Any]) -> ExperimentConfig:
-    out: dict[str, Any] = {}
-    for key, default in DEFAULTS.items():
-        value = values[key]
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{key}={value!r} must be true or false")
-        elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{key}={value!r} must be an integer")
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{key}={value!r} must be a number")
-            value = float(value)
-        elif not isinstance(value, str):
-            raise ConfigError(f"{key}={value!r} must be a string")
-        out[key] = value
-    for key, allowed in CHOICES.items():
-        if out[key] not in allowed:
-            raise ConfigError(
-                f"{key}={out[key]!r} is not allowed; choose one of: {', '.join(allowed)}"
-            )
-    for key, (low, high, inclusive) in RANGES.items():
-        v = out[key]
-        too_low = low is not None and (v < low if inclusive else v <= low)
-        too_high = high is not None and v > high
-        if too_low or too_high:
-            lo = "-inf" if low is None else f"{low:g}"
-            hi = "inf" if high is None else f"{high:g}"
-            bracket = "[" if inclusive else "("
-            raise ConfigError(f"{key}={v!r} is out of range; allowed: {bracket}{lo}, {hi}]")
+def validate(values: Mapping[str, Any]) -> ExperimentConfig:
+    """Types, ranges and choices of every key, then the checks across keys: the generic ones
+    here, the method's own (``check_settings`` of its strategy module) after them."""
+    out: dict[str, Any] = {key: setting.check(values[key]) for key, setting in SCHEMA.items()}
     try:
         parse_assignment(out["models"])
     except ValueError as err:
         raise ConfigError(str(err)) from err
     if out["local-steps"] == 0 and out["local-epochs"] == 0:
         raise ConfigError("local-steps and local-epochs are both 0; set one of them > 0")
-    if out["method"] == "feddf" and out["public-fraction"] == 0:
-        raise ConfigError(
-            "method='feddf' distils on an unlabelled public split: set "
-            "public-fraction in (0, 0.9], e.g. 0.1"
-        )
-    if out["method"] == "fedh2l" and out["seed-per-class"] == 0 and out["h2l-lambda"] > 0:
-        raise ConfigError(
-            "seed-per-class=0 (no seed set) requires h2l-lambda=0: there is nothing to distil on"
-        )
-    if out["seed-source"] == "public" and out["public-fraction"] == 0:
-        raise ConfigError(
-            "seed-source='public' draws the seed set from the public split: set "
-            "public-fraction in (0, 0.9]"
-        )
-    if out["method"] == "fmd":
-        needs_public = out["probe"] == "server" or out["fmd-server-distill"] != "none"
-        if needs_public and out["public-fraction"] == 0:
-            raise ConfigError(
-                "probe='server' and fmd-server-distill need the public split: set "
-                "public-fraction in (0, 0.9]"
-            )
-        if out["teacher"] in ("logits-file", "clip") and not out["teacher-path"]:
-            raise ConfigError(f"teacher={out['teacher']!r} needs teacher-path (a local file)")
-    if out["method"] == "mosaic":
-        _check_mosaic(out)
-    if out["prism-dp-epsilon"] > 0 and out["prism-loss"] == "pixel-mmd":
-        raise ConfigError(
-            "prism-dp-epsilon > 0 privatises the clients' feature statistics; prism-loss="
-            "'pixel-mmd' compares raw images every step and has no DP release: use "
-            "prism-loss='efficientnet-lite0'"
-        )
-    if out["topology-degree"] % 2:
-        raise ConfigError(f"topology-degree={out['topology-degree']} must be even")
     if out["clients-per-round"] and out["clients-per-round"] < out["min-nodes"]:
         raise ConfigError(
             f"clients-per-round={out['clients-per-round']} is below min-nodes={out['min-nodes']}"
         )
-    return ExperimentConfig(**{k.replace("-", "_"): v for k, v in out.items()})
+    check = METHODS[out["method"]].check
+    if check is not None:
+        check(out)
+    return ExperimentConfig(out)

@@ -19,47 +19,14 @@ from flwr.supercore import log
 
 from federated_data import DataSpec, Federation
 from models.device import resolve_device
-from models.fid import InceptionFeatures
-from models.generators import GeneratorConfig
-from models.image_quality import train_judge
-from models.mmd import gaussian_epsilon, noise_for_epsilon
-from models.teacher_cache import teacher_features
-from models.teachers import LogitsFileTeacher, build_teacher
 from models.zoo import build_model
 from strategies.base import FederatedStrategy
-from strategies.fedavg import FedAvg
-from strategies.feddf import FedDF
-from strategies.fedh2l import FedH2L
-from strategies.fedprox import FedProx
-from strategies.fmd import FMD
-from strategies.mosaic import Mosaic
-from strategies.prism import PRISM, FedAvgGenerator
 from strategies.state import ServerState
 
-from .config import GENERATIVE_METHODS, ExperimentConfig, mosaic_distill_round
+from .config import SCHEMA, ExperimentConfig
+from .methods import METHODS
 from .outputs import RunDirectory
 from .plots import plot_label_distribution, plot_rounds, save_image_grid
-
-# What a Mosaic client needs to build its generator and its prototypes.
-MOSAIC_NODE_KEYS = (
-    "generator",
-    "generator-z-dim",
-    "generator-width",
-    "generator-steps",
-    "generator-batch-size",
-    "generator-lr",
-    "generator-diversity-weight",
-    "generator-diversity-prior",
-    "generator-aux-model",
-    "generator-aux-steps",
-    "prototypes-per-class",
-    "prototype-min-cluster",
-    "prototype-confidence",
-)
-
-
-# What a PRISM (or dense-baseline) client needs besides lr, batch-size and local-steps.
-PRISM_NODE_KEYS = ("prism-generator", "prism-loss", "prism-tracker-lr", "prism-dp-clip")
 
 
 def data_spec(cfg: ExperimentConfig) -> DataSpec:
@@ -68,53 +35,29 @@ def data_spec(cfg: ExperimentConfig) -> DataSpec:
 
 
 def node_config(cfg: ExperimentConfig, fed: Federation) -> dict[str, Any]:
-    """What every message tells a node about the run (nodes never read the YAML)."""
+    """What every message tells a node about the run (nodes never read the YAML): the data
+    spec, the shapes, every ``travel="all"`` setting, the method's own ``travel="method"``
+    settings and the values its nodes need derived from them."""
+    method = METHODS[cfg.method]
+    own = {s.key for section in method.sections for s in section.settings}
+    travelling = [
+        key
+        for key, s in SCHEMA.items()
+        if s.travel == "all" or (s.travel == "method" and key in own)
+    ]
     return {
         **data_spec(cfg).to_config(),
         "input-shape": list(fed.input_shape),
         "num-classes": fed.num_classes,
-        "models": cfg.models,
-        "local-epochs": cfg.local_epochs,
-        "local-steps": cfg.local_steps,
-        "batch-size": cfg.batch_size,
-        "lr": cfg.lr,
-        "momentum": cfg.momentum,
-        "weight-decay": cfg.weight_decay,
-        "h2l-lambda": cfg.h2l_lambda,
-        "h2l-temperature": cfg.h2l_temperature,
-        "align": cfg.align,
-        "align-weight": cfg.align_weight,
-        "teacher": cfg.teacher,
-        "teacher-path": cfg.teacher_path,
-        "teacher-image-size": cfg.teacher_image_size,
-        "clip-model": cfg.clip_model,
-        "kd-mu": cfg.kd_mu,
-        "kd-temperature": cfg.kd_temperature,
-        # Only Mosaic's messages carry its generator settings (a few hundred bytes each).
-        **{
-            key: getattr(cfg, key.replace("-", "_"))
-            for key in (MOSAIC_NODE_KEYS if cfg.method == "mosaic" else ())
-        },
-        **(prism_node_config(cfg) if cfg.method in GENERATIVE_METHODS else {}),
-    }
-
-
-def prism_node_config(cfg: ExperimentConfig) -> dict[str, Any]:
-    """PRISM's client settings: the generator (its frozen weights regrow from the run seed),
-    the loss and, with DP, the noise multiplier that makes one release (epsilon, delta)-DP."""
-    noise = (
-        noise_for_epsilon(cfg.prism_dp_epsilon, cfg.prism_dp_delta) if cfg.prism_dp_epsilon else 0.0
-    )
-    return {
-        **{key: getattr(cfg, key.replace("-", "_")) for key in PRISM_NODE_KEYS},
-        "prism-weights-seed": cfg.seed,
-        "prism-dp-noise": noise,
+        **{key: getattr(cfg, SCHEMA[key].attribute) for key in travelling},
+        **(method.node_extras(cfg) if method.node_extras else {}),
     }
 
 
 def build_strategy(
     cfg: ExperimentConfig, fed: Federation, device: torch.device
 ) -> FederatedStrategy:
+    """The run's strategy, built by its method's registered builder."""
     common: dict[str, Any] = {
         "model_fn": lambda arch: build_model(arch, fed.input_shape, fed.num_classes),
         "node_config": node_config(cfg, fed),
@@ -124,150 +67,7 @@ def build_strategy(
         "poll_interval": cfg.poll_interval,
         "seed": cfg.seed,
     }
-    if cfg.method == "fedavg":
-        return FedAvg(**common)
-    if cfg.method == "fedprox":
-        return FedProx(proximal_mu=cfg.proximal_mu, **common)
-    if cfg.method == "fedh2l":
-        return FedH2L(
-            num_classes=fed.num_classes,
-            seed_per_class=cfg.seed_per_class,
-            topology=cfg.topology,
-            degree=cfg.topology_degree,
-            relay=cfg.relay,
-            posterior_dtype=cfg.posterior_dtype,
-            public_x=fed.public.x if cfg.seed_source == "public" else None,
-            **common,
-        )
-    if cfg.method in GENERATIVE_METHODS:
-        return build_generative(cfg, fed, common)
-    distillation: dict[str, Any] = {
-        "public_x": fed.public.x,
-        "distill_steps": cfg.distill_steps,
-        "distill_lr": cfg.distill_lr,
-        "distill_batch_size": cfg.distill_batch_size,
-        "temperature": cfg.distill_temperature,
-        "device": device,
-    }
-    if cfg.method == "fmd":
-        return FMD(**fmd_teacher_inputs(cfg, fed, device), **distillation, **common)
-    if cfg.method == "mosaic":
-        del distillation["public_x"]  # data-free: distils on generator samples
-        return Mosaic(
-            num_classes=fed.num_classes,
-            input_shape=fed.input_shape,
-            generator_config=GeneratorConfig.from_config(common["node_config"]),
-            test=fed.test,
-            distill_round=mosaic_distill_round(cfg),
-            prototypes=cfg.prototypes,
-            prototypes_per_class=cfg.prototypes_per_class,
-            meta_steps=cfg.meta_steps,
-            meta_lr=cfg.meta_lr,
-            meta_ema=cfg.meta_ema,
-            mosaic_distill_steps=cfg.mosaic_distill_steps,
-            mosaic_distill_lr=cfg.mosaic_distill_lr,
-            samples_per_generator=cfg.samples_per_generator,
-            finetune_lr_scale=cfg.mosaic_finetune_lr_scale,
-            pool_size=cfg.mosaic_pool_size,
-            **distillation,
-            **common,
-        )
-    return FedDF(**distillation, **common)
-
-
-def build_generative(
-    cfg: ExperimentConfig, fed: Federation, common: dict[str, Any]
-) -> FederatedStrategy:
-    """PRISM or its dense FedAvg baseline, with the feature judge that scores samples."""
-    source = fed.source
-    t0 = time.time()
-    judge, judge_info = train_judge(
-        source.x_train,
-        source.y_train,
-        fed.input_shape,
-        fed.num_classes,
-        cache_dir=fed.cache_dir,
-        data_key=fed.data_key("train"),
-        steps=cfg.prism_judge_steps,
-        seed=cfg.seed,
-    )
-    log(INFO, "Feature judge ready in %.1f s: %s", time.time() - t0, judge_info)
-    generative: dict[str, Any] = {
-        "channels": fed.input_shape[0],
-        "judge": judge,
-        "reference": fed.test,
-        "floor_reference": source.x_train[fed.pool],
-        "generator_size": cfg.prism_generator,
-        "eval_samples": cfg.prism_eval_samples,
-        "sample_every": cfg.prism_sample_every,
-        "num_rounds": cfg.num_server_rounds,
-        # the real FID needs torchvision and Inception weights (internet once): opt-in
-        "fid_features": InceptionFeatures(download=cfg.download) if cfg.prism_fid else None,
-    }
-    noise = common["node_config"]["prism-dp-noise"]
-    if noise:
-        generative["dp"] = {
-            "epsilon": gaussian_epsilon(noise, cfg.prism_dp_delta),
-            "delta": cfg.prism_dp_delta,
-            "noise-multiplier": noise,
-            "clip": cfg.prism_dp_clip,
-            "mechanism": "Gaussian, one release of each client's feature mean and second moment",
-            "accountant": "RDP (dp-accounting)",
-        }
-    if cfg.method == "fedavg-generator":
-        return FedAvgGenerator(**generative, **common)
-    return PRISM(
-        aggregation=cfg.prism_aggregation,
-        downlink=cfg.prism_downlink,
-        final_mask=cfg.prism_final_mask,
-        **generative,
-        **common,
-    )
-
-
-def fmd_teacher_inputs(
-    cfg: ExperimentConfig, fed: Federation, device: torch.device
-) -> dict[str, Any]:
-    """The server's teacher and its features of the test (and, if used, public) split."""
-    teacher = build_teacher(
-        cfg.teacher,
-        dataset=cfg.dataset,
-        input_shape=fed.input_shape,
-        num_classes=fed.num_classes,
-        path=cfg.teacher_path,
-        image_size=cfg.teacher_image_size,
-        clip_model=cfg.clip_model,
-        device=device,
-    )
-    t0 = time.time()
-    cache = fed.cache_dir / "teachers"
-    if isinstance(teacher, LogitsFileTeacher):
-        test_features = teacher.test_logits  # None: the teacher's accuracy is not reported
-    else:
-        test = fed.test
-        test_features, _ = teacher_features(
-            teacher, test.x, np.arange(len(test)), fed.data_key("test"), cache
-        )
-    public_features = None
-    if cfg.probe == "server" or cfg.fmd_server_distill == "teacher":
-        public = fed.public
-        public_features, _ = teacher_features(
-            teacher, public.x, fed.public_idx, fed.data_key("train"), cache
-        )
-    log(INFO, "Teacher %s: server-side features ready in %.1f s", teacher.name, time.time() - t0)
-    return {
-        "teacher": teacher,
-        "test_features": test_features,
-        "test_labels": fed.test.y,
-        "probe": cfg.probe,
-        "probe_rounds": cfg.probe_rounds,
-        "probe_local_steps": cfg.probe_local_steps,
-        "probe_lr": cfg.probe_lr,
-        "public_features": public_features,
-        # probe=server trains the head on these labels: the server then holds labelled data.
-        "public_labels": fed.public.y if cfg.probe == "server" else None,
-        "server_distill": cfg.fmd_server_distill,
-    }
+    return METHODS[cfg.method].build(cfg, fed, device, common)
 
 
 def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:

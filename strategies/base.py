@@ -22,7 +22,7 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 from torch import nn
 
-from federated_data import ArrayDataset
+from federated_data import ArrayDataset, Federation
 from models.training import evaluate_classifier, seeded_generator
 from models.zoo import ARCHITECTURES, count_flops, count_parameters
 from protocol import CONFIG_KEY, INFO_KEY, QUERY_INFO, TIMING_KEY, serialized_size
@@ -53,6 +53,12 @@ def load_arrays(model: nn.Module, arrays: Arrays) -> nn.Module:
     """Load named numpy arrays into ``model``; returns it."""
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
     return model
+
+
+# What the method registry calls to build a strategy: (resolved config, federation, device,
+# the base strategy's keyword arguments) -> strategy. The config is server_app's
+# ExperimentConfig (attribute = run-config key with ``_``).
+Builder = Callable[[Any, "Federation", torch.device, dict[str, Any]], "FederatedStrategy"]
 
 
 class FederationError(RuntimeError):

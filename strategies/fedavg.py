@@ -7,12 +7,15 @@ averaged on its own (one global model per architecture); no knowledge crosses gr
 from __future__ import annotations
 
 from logging import INFO
+from typing import Any
 
 import numpy as np
+import torch
 from flwr.app import ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
+from federated_data import Federation
 from protocol import ARRAYS_KEY, CONFIG_KEY, TRAIN, arrays_to_record
 
 from .aggregate import weighted_average
@@ -120,3 +123,7 @@ class FedAvg(FederatedStrategy):
             else float(np.sum([m[k] * n for _, n, m in replies.values()]) / total)
             for k in sorted(keys)
         }
+
+
+def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any]) -> FedAvg:
+    return FedAvg(**common)

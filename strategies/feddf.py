@@ -9,18 +9,34 @@ crosses architectures, which plain FedAvg cannot do.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from logging import INFO
+from typing import Any
 
 import numpy as np
 import torch
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
+from federated_data import Federation
 from models.training import distill, predict_logits, seeded_generator
+from protocol.settings import ConfigError, Section, Setting
 
 from .base import RoundReport, module_arrays
 from .fedavg import FedAvg, TrainReply
 from .state import ServerState
+
+DISTILL_SETTINGS = Section(
+    "server-side distillation",
+    (
+        Setting("distill-steps", 200, "Adam steps per architecture per round", low=0),
+        Setting("distill-lr", 0.001, "Adam learning rate", low=0.0, low_open=True),
+        Setting("distill-batch-size", 64, "distillation batch size", low=2),
+        Setting("distill-temperature", 1.0, "softmax temperature", low=0.0, low_open=True),
+    ),
+    "FedDF's ensemble distillation on the public split (also FMD's server ablation and "
+    "Mosaic's rounds after its event).",
+)
 
 
 class FedDF(FedAvg):
@@ -122,4 +138,27 @@ class FedDF(FedAvg):
             self.distill_steps,
             self.distill_lr,
             self.temperature,
+        )
+
+
+def distillation_settings(cfg: Any, device: torch.device) -> dict[str, Any]:
+    """FedDF's keyword arguments from the run config (FMD and Mosaic distil with them too)."""
+    return {
+        "distill_steps": cfg.distill_steps,
+        "distill_lr": cfg.distill_lr,
+        "distill_batch_size": cfg.distill_batch_size,
+        "temperature": cfg.distill_temperature,
+        "device": device,
+    }
+
+
+def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any]) -> FedDF:
+    return FedDF(public_x=fed.public.x, **distillation_settings(cfg, device), **common)
+
+
+def check_settings(values: Mapping[str, Any]) -> None:
+    if values["public-fraction"] == 0:
+        raise ConfigError(
+            "method='feddf' distils on an unlabelled public split: set "
+            "public-fraction in (0, 0.9], e.g. 0.1"
         )

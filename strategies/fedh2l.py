@@ -12,6 +12,7 @@ holds) is gathered once and sent once to every node; that transfer is counted in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from logging import INFO
 from typing import Any
 
@@ -21,7 +22,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from federated_data import ArrayDataset
+from federated_data import ArrayDataset, Federation
 from protocol import (
     CONFIG_KEY,
     METRICS_KEY,
@@ -33,15 +34,67 @@ from protocol import (
     ErrorCode,
     arrays_to_record,
 )
+from protocol.settings import ConfigError, Section, Setting
 
 from .base import FederatedStrategy, FederationError, RoundReport, require_choice
 from .state import ServerState
-from .topology import leave_one_out_means, neighbours
+from .topology import TOPOLOGIES, leave_one_out_means, neighbours
 from .validation import InvalidReply, check_num_examples
 
 RELAYS = ("loo-mean", "full")
 POSTERIOR_DTYPES = ("float32", "float16")
 ALIGNMENTS = ("none", "mldg", "fo-cos")
+SEED_SOURCES = ("donated", "public")
+
+FEDH2L_SETTINGS = Section(
+    "fedh2l",
+    (
+        Setting(
+            "seed-per-class",
+            10,
+            "seed-set examples per class (0 = no seed set: every client alone)",
+            low=0,
+        ),
+        Setting(
+            "seed-source",
+            "donated",
+            "donated labelled examples, or seed-per-class x classes unlabelled public images",
+            choices=SEED_SOURCES,
+        ),
+        Setting(
+            "h2l-lambda",
+            1.0,
+            "weight of the KL toward the peers' posteriors",
+            low=0.0,
+            travel="all",
+        ),
+        Setting(
+            "h2l-temperature", 1.0, "temperature of that KL", low=0.0, low_open=True, travel="all"
+        ),
+        Setting("topology", "complete", "the peer graph", choices=TOPOLOGIES),
+        Setting("topology-degree", 2, "degree of the k-regular graph (even)", low=2),
+        Setting(
+            "relay",
+            "loo-mean",
+            "one leave-one-out mean matrix per client, or every peer's matrix",
+            choices=RELAYS,
+        ),
+        Setting(
+            "posterior-dtype",
+            "float32",
+            "float16 halves the posterior traffic",
+            choices=POSTERIOR_DTYPES,
+        ),
+        Setting(
+            "align",
+            "none",
+            "gradient alignment of the two losses",
+            choices=ALIGNMENTS,
+            travel="all",
+        ),
+        Setting("align-weight", 0.01, "weight of fo-cos's cosine bonus", low=0.0, travel="all"),
+    ),
+)
 
 
 class FedH2L(FederatedStrategy):
@@ -289,3 +342,30 @@ def check_posteriors(record: object, num_rows: int, num_classes: int) -> np.ndar
     if np.abs(p32.sum(1) - 1).max() > tol:
         raise InvalidReply("posterior rows do not sum to 1")
     return p32
+
+
+def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any]) -> FedH2L:
+    return FedH2L(
+        num_classes=fed.num_classes,
+        seed_per_class=cfg.seed_per_class,
+        topology=cfg.topology,
+        degree=cfg.topology_degree,
+        relay=cfg.relay,
+        posterior_dtype=cfg.posterior_dtype,
+        public_x=fed.public.x if cfg.seed_source == "public" else None,
+        **common,
+    )
+
+
+def check_settings(values: Mapping[str, Any]) -> None:
+    if values["seed-per-class"] == 0 and values["h2l-lambda"] > 0:
+        raise ConfigError(
+            "seed-per-class=0 (no seed set) requires h2l-lambda=0: there is nothing to distil on"
+        )
+    if values["seed-source"] == "public" and values["public-fraction"] == 0:
+        raise ConfigError(
+            "seed-source='public' draws the seed set from the public split: set "
+            "public-fraction in (0, 0.9]"
+        )
+    if values["topology-degree"] % 2:
+        raise ConfigError(f"topology-degree={values['topology-degree']} must be even")

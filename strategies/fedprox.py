@@ -4,10 +4,24 @@
 from __future__ import annotations
 
 from logging import INFO
+from typing import Any
 
+import torch
 from flwr.supercore import log
 
+from federated_data import Federation
+from protocol.settings import Section, Setting
+
 from .fedavg import FedAvg
+
+FEDPROX_SETTINGS = Section(
+    "fedprox",
+    (
+        Setting(
+            "proximal-mu", 0.01, "strength of the proximal term (mu/2)||w - w_global||^2", low=0.0
+        ),
+    ),
+)
 
 
 class FedProx(FedAvg):
@@ -33,3 +47,7 @@ class FedProx(FedAvg):
     def summary(self) -> None:
         super().summary()
         log(INFO, "\t│   └── proximal mu: %g", self.proximal_mu)
+
+
+def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any]) -> FedProx:
+    return FedProx(proximal_mu=cfg.proximal_mu, **common)

