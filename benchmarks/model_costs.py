@@ -1,4 +1,4 @@
-"""Parameters and multiply-accumulates per image of every zoo architecture (README table).
+"""Parameters and multiply-accumulates per image of every zoo architecture (docs/running.md table).
 
 python benchmarks/model_costs.py
 """

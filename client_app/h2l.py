@@ -125,6 +125,33 @@ def cosine_bonus_grads(
     return g_l, g_s, bonus
 
 
+def _set_mldg_grads(
+    model: nn.Module,
+    local_loss: torch.Tensor,
+    seed_batch: tuple[torch.Tensor, torch.Tensor | None],
+    peers: list[torch.Tensor],
+    lam: float,
+    temperature: float,
+    lr: float,
+) -> torch.Tensor:
+    """First-order MLDG: the seed objective at the weights after a virtual SGD step on the
+    local batch; sets both gradients' sum as ``.grad`` and returns the seed loss."""
+    params = dict(model.named_parameters())
+    g_local = torch.autograd.grad(local_loss, list(params.values()))
+    stepped = {
+        k: (p - lr * g).detach().requires_grad_()
+        for (k, p), g in zip(params.items(), g_local, strict=True)
+    }
+    s_x, s_y = seed_batch
+    seed_loss = h2l_objective(
+        model, {**stepped, **dict(model.named_buffers())}, s_x, s_y, peers, lam, temperature
+    )
+    g_seed = torch.autograd.grad(seed_loss, list(stepped.values()))
+    for p, a, b in zip(params.values(), g_local, g_seed, strict=True):
+        p.grad = a + b
+    return seed_loss
+
+
 def _set_fo_cos_grads(
     model: nn.Module,
     local: tuple[torch.Tensor, torch.Tensor],
@@ -303,24 +330,9 @@ def _train(
             )
             total = local_loss.detach()
         elif align == "mldg" and s_x is not None:
-            params = dict(model.named_parameters())
-            g_local = torch.autograd.grad(local_loss, list(params.values()))
-            stepped = {
-                k: (p - cfg.lr * g).detach().requires_grad_()
-                for (k, p), g in zip(params.items(), g_local, strict=True)
-            }
-            seed_loss = h2l_objective(
-                model,
-                {**stepped, **dict(model.named_buffers())},
-                s_x,
-                s_y,
-                peer_batch,
-                lam,
-                temperature,
+            seed_loss = _set_mldg_grads(
+                model, local_loss, (s_x, s_y), peer_batch, lam, temperature, cfg.lr
             )
-            g_seed = torch.autograd.grad(seed_loss, list(stepped.values()))
-            for p, a, b in zip(params.values(), g_local, g_seed, strict=True):
-                p.grad = a + b
             total = local_loss.detach() + seed_loss.detach()
         else:
             seed_loss = h2l_objective(model, None, s_x, s_y, peer_batch, lam, temperature)

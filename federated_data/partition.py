@@ -7,6 +7,7 @@ send to disk, and they never copy images.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,6 @@ def partition_indices(
         label counts are logged instead.
     """
     from datasets import Dataset
-    from flwr_datasets import partitioner as fp
 
     if num_partitions < 1:
         raise ValueError(f"num-partitions must be >= 1, got {num_partitions}")
@@ -55,36 +55,17 @@ def partition_indices(
             f"num-partitions={num_partitions} exceeds the {len(labels)} training examples"
         )
     ds = Dataset.from_dict({"label": labels.astype(np.int64), "idx": np.arange(len(labels))})
-    part: fp.Partitioner
+    part = _flower_partitioner(
+        partitioner,
+        num_partitions,
+        seed=seed,
+        alpha=alpha,
+        classes_per_client=classes_per_client,
+        shards_per_client=shards_per_client,
+        min_partition_size=min_partition_size,
+    )
     if partitioner == "iid":
-        part = fp.IidPartitioner(num_partitions=num_partitions)
         ds = ds.shuffle(seed=seed)  # IidPartitioner splits in order
-    elif partitioner == "dirichlet":
-        part = fp.DirichletPartitioner(
-            num_partitions=num_partitions,
-            partition_by="label",
-            alpha=alpha,
-            min_partition_size=min_partition_size,
-            self_balancing=False,
-            seed=seed,
-        )
-    elif partitioner == "pathological":
-        part = fp.PathologicalPartitioner(
-            num_partitions=num_partitions,
-            partition_by="label",
-            num_classes_per_partition=classes_per_client,
-            class_assignment_mode="first-deterministic",
-            seed=seed,
-        )
-    elif partitioner == "shard":
-        part = fp.ShardPartitioner(
-            num_partitions=num_partitions,
-            partition_by="label",
-            num_shards_per_partition=shards_per_client,
-            seed=seed,
-        )
-    else:
-        raise ValueError(f"partitioner={partitioner!r} is unknown; allowed: {PARTITIONERS}")
     part.dataset = ds
     try:
         out = [
@@ -100,6 +81,48 @@ def partition_indices(
             ) from err
         raise
     return [np.sort(p) for p in out]
+
+
+def _flower_partitioner(
+    partitioner: str,
+    num_partitions: int,
+    *,
+    seed: int,
+    alpha: float,
+    classes_per_client: int,
+    shards_per_client: int,
+    min_partition_size: int,
+) -> Any:
+    """The flwr-datasets partitioner behind each of our names."""
+    from flwr_datasets import partitioner as fp
+
+    if partitioner == "iid":
+        return fp.IidPartitioner(num_partitions=num_partitions)
+    if partitioner == "dirichlet":
+        return fp.DirichletPartitioner(
+            num_partitions=num_partitions,
+            partition_by="label",
+            alpha=alpha,
+            min_partition_size=min_partition_size,
+            self_balancing=False,
+            seed=seed,
+        )
+    if partitioner == "pathological":
+        return fp.PathologicalPartitioner(
+            num_partitions=num_partitions,
+            partition_by="label",
+            num_classes_per_partition=classes_per_client,
+            class_assignment_mode="first-deterministic",
+            seed=seed,
+        )
+    if partitioner == "shard":
+        return fp.ShardPartitioner(
+            num_partitions=num_partitions,
+            partition_by="label",
+            num_shards_per_partition=shards_per_client,
+            seed=seed,
+        )
+    raise ValueError(f"partitioner={partitioner!r} is unknown; allowed: {PARTITIONERS}")
 
 
 def label_counts(labels: np.ndarray, parts: list[np.ndarray], num_classes: int) -> np.ndarray:

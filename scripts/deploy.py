@@ -348,7 +348,7 @@ def cmd_up(args: argparse.Namespace, lay: Layout) -> None:
     connection = cmd_superlink(args, lay)
     # N SuperNodes share this host's cores: each ClientApp with torch's default of one thread
     # per core oversubscribes them, and OpenMP's spinning threads then run several times
-    # slower (measured: 6.6x for 2 nodes on 2 cores, README "Deployment overhead").
+    # slower (measured: 6.6x for 2 nodes on 2 cores, docs/benchmarks.md "Deployment overhead").
     threads = args.threads_per_node or max(1, (os.cpu_count() or 1) // max(1, args.supernodes))
     print(f"[deploy] {threads} torch thread(s) per SuperNode", flush=True)
     for i in range(args.supernodes):

@@ -14,6 +14,7 @@ import torch
 from flwr.app import ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
+from torch import nn
 
 from federated_data import Federation
 from protocol import ARRAYS_KEY, CONFIG_KEY, TRAIN, arrays_to_record
@@ -46,9 +47,7 @@ class FedAvg(FederatedStrategy):
         participants = self.select_participants(grid, server_round, report)
         self.ensure_models(state, {self.nodes[n].architecture for n in participants})
 
-        ex = self.train_phase(grid, state, participants, server_round)
-        report.add(ex, self.partition_of())
-        self.require_replies(ex, server_round, "train")
+        ex = self.train_phase(grid, state, participants, server_round, report)
         report.num_ok = len(ex.replies)
         report.metrics = self._mean_metrics(ex.replies)
 
@@ -83,7 +82,12 @@ class FedAvg(FederatedStrategy):
         return RecordDict()
 
     def train_phase(
-        self, grid: Grid, state: ServerState, node_ids: list[int], server_round: int
+        self,
+        grid: Grid,
+        state: ServerState,
+        node_ids: list[int],
+        server_round: int,
+        report: RoundReport,
     ) -> Exchange:
         """Send every node the global model of its own architecture; validate the replies."""
         config = ConfigRecord({**self.node_config, **self.train_config(server_round)})
@@ -95,18 +99,28 @@ class FedAvg(FederatedStrategy):
             payloads[n] = RecordDict(
                 {ARRAYS_KEY: arrays_to_record(expected[n]), CONFIG_KEY: config, **extra}
             )
-        return self.exchange(
+        return self.phase(
             grid,
             payloads,
             self.train_message_type,
             server_round,
-            lambda reply: check_train_reply(reply, expected[reply.metadata.src_node_id]),
+            lambda reply: check_train_reply(
+                reply, expected[reply.metadata.src_node_id], self.known_examples(reply)
+            ),
+            report,
         )
+
+    def client_models(self, replies: dict[int, TrainReply]) -> list[nn.Module]:
+        """The received client models, in partition order (an ensemble's members)."""
+        return [
+            self.load_model(self.nodes[n].architecture, replies[n][0])
+            for n in self.by_partition(replies)
+        ]
 
     def group_by_architecture(self, replies: dict[int, TrainReply]) -> dict[str, list[TrainReply]]:
         """Replies per architecture, ordered by partition id so sums are reproducible."""
         groups: dict[str, list[TrainReply]] = {}
-        for node_id in sorted(replies, key=lambda n: self.nodes[n].partition_id):
+        for node_id in self.by_partition(replies):
             groups.setdefault(self.nodes[node_id].architecture, []).append(replies[node_id])
         return dict(sorted(groups.items()))
 

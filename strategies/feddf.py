@@ -19,10 +19,10 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from federated_data import Federation
-from models.training import distill, predict_logits, seeded_generator
 from protocol.settings import ConfigError, Section, Setting
 
-from .base import RoundReport, module_arrays
+from .base import RoundReport
+from .distillation import EnsembleDistillation
 from .fedavg import FedAvg, TrainReply
 from .state import ServerState
 
@@ -46,39 +46,26 @@ class FedDF(FedAvg):
     ----------
     public_x : np.ndarray
         Unlabelled public images (uint8, NCHW); the distillation data.
-    distill_steps : int (default: 200)
-        Adam steps per group per round.
-    distill_lr : float (default: 1e-3)
-    distill_batch_size : int (default: 64)
-    temperature : float (default: 1.0)
-    device : torch.device | str (default: "cpu")
+    distillation : EnsembleDistillation (default: its defaults, seeded by ``seed``)
+        Steps, learning rate, batch size, temperature and device of the distillation.
+    **kwargs
+        The base strategy's arguments.
     """
 
     name = "feddf"
-    uses_public_split = True
 
     def __init__(  # type: ignore[no-untyped-def]
         self,
         *,
         public_x: np.ndarray,
-        distill_steps: int = 200,
-        distill_lr: float = 1e-3,
-        distill_batch_size: int = 64,
-        temperature: float = 1.0,
-        device: torch.device | str = "cpu",
+        distillation: EnsembleDistillation | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if len(public_x) == 0 and self.uses_public_split:
-            raise ValueError(
-                f"{self.name} needs an unlabelled public split here: set public-fraction > 0"
-            )
+        if len(public_x) == 0:
+            raise ValueError("feddf needs an unlabelled public split here: set public-fraction > 0")
         self.public_x = public_x
-        self.distill_steps = distill_steps
-        self.distill_lr = distill_lr
-        self.distill_batch_size = distill_batch_size
-        self.temperature = temperature
-        self.device = torch.device(device)
+        self.distillation = distillation or EnsembleDistillation(seed=self.seed)
 
     def after_aggregation(
         self,
@@ -88,72 +75,32 @@ class FedDF(FedAvg):
         server_round: int,
         report: RoundReport,
     ) -> None:
-        teacher = self.distillation_targets(replies)
-        for arch in sorted({self.nodes[n].architecture for n in replies}):
-            student = self.load_model(arch, state.models[arch])
-            loss = distill(
-                student,
-                self.public_x,
-                teacher,
-                steps=self.distill_steps,
-                batch_size=self.distill_batch_size,
-                lr=self.distill_lr,
-                temperature=self.temperature,
-                gen=seeded_generator(self.seed, server_round, sum(map(ord, arch))),
-                device=self.device,
-            )
-            state.models[arch] = module_arrays(student)
-            report.metrics[f"distill-loss/{arch}"] = loss
+        targets = self.distillation.mean_logits(self.client_models(replies), self.public_x)
+        self.distillation.distill(
+            state,
+            {self.nodes[n].architecture for n in replies},
+            self.load_model,
+            self.public_x,
+            targets,
+            server_round,
+            report,
+        )
         log(
             INFO,
-            "Round %d: distilled %s toward %s",
+            "Round %d: distilled %s toward the ensemble of %d client models",
             server_round,
             ", ".join(sorted(state.models)),
-            self.target_name(replies),
+            len(replies),
         )
-
-    def distillation_targets(self, replies: dict[int, TrainReply]) -> torch.Tensor:
-        """Logits on the public split that the group models are distilled toward."""
-        return self.ensemble_logits(replies)
-
-    def target_name(self, replies: dict[int, TrainReply]) -> str:
-        return f"the ensemble of {len(replies)} client models"
-
-    def ensemble_logits(self, replies: dict[int, TrainReply]) -> torch.Tensor:
-        """Mean eval-mode logits of every received client model on the public split."""
-        total: torch.Tensor | None = None
-        for node_id in sorted(replies, key=lambda n: self.nodes[n].partition_id):
-            model = self.load_model(self.nodes[node_id].architecture, replies[node_id][0])
-            logits = predict_logits(model, self.public_x, self.device)
-            total = logits if total is None else total + logits
-        assert total is not None
-        return total / len(replies)
 
     def summary(self) -> None:
         super().summary()
-        log(
-            INFO,
-            "\t│   └── distillation: %d public images, %d steps, lr %g, T %g",
-            len(self.public_x),
-            self.distill_steps,
-            self.distill_lr,
-            self.temperature,
-        )
-
-
-def distillation_settings(cfg: Any, device: torch.device) -> dict[str, Any]:
-    """FedDF's keyword arguments from the run config (FMD and Mosaic distil with them too)."""
-    return {
-        "distill_steps": cfg.distill_steps,
-        "distill_lr": cfg.distill_lr,
-        "distill_batch_size": cfg.distill_batch_size,
-        "temperature": cfg.distill_temperature,
-        "device": device,
-    }
+        log(INFO, "\t│   └── distillation: %s", self.distillation.describe(len(self.public_x)))
 
 
 def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any]) -> FedDF:
-    return FedDF(public_x=fed.public.x, **distillation_settings(cfg, device), **common)
+    distillation = EnsembleDistillation.from_config(cfg, device)
+    return FedDF(public_x=fed.public.x, distillation=distillation, **common)
 
 
 def check_settings(values: Mapping[str, Any]) -> None:

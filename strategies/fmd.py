@@ -1,7 +1,7 @@
 """Foundation-model distillation (FMD) into lightweight clients [Leveraging Foundation Models to
 Improve Lightweight Clients in Federated Learning, FL@FM-NeurIPS'23, arXiv:2311.08479].
 
-No code is public; this follows the project's reconstruction (spec ``fmd.md``). A frozen teacher
+No code is public; this follows the project's reconstruction (docs/methods/fmd.md). A frozen teacher
 (``models/teachers.py``) is split into a featuriser, run once per sample on the node that holds
 it and cached there, and a linear head. Round 1 opens with the **probe phase** (skipped for
 teachers whose head is fixed): the head is trained by FedAvg over ``probe-rounds`` rounds of
@@ -53,9 +53,9 @@ from protocol import (
 from protocol.settings import ConfigError, Section, Setting
 
 from .aggregate import weighted_average
-from .base import FederatedStrategy, RoundReport, require_choice
-from .fedavg import TrainReply
-from .feddf import FedDF, distillation_settings
+from .base import RoundReport, require_choice
+from .distillation import EnsembleDistillation
+from .fedavg import FedAvg, TrainReply
 from .state import Arrays, ServerState
 from .validation import check_train_reply
 
@@ -98,7 +98,7 @@ FMD_SETTINGS = Section(
 HEAD_DATA = ("teacher-head/weight", "teacher-head/bias")
 
 
-class FMD(FedDF):
+class FMD(FedAvg):
     """FedAvg over students distilled from a frozen teacher, after a linear-probe phase.
 
     Parameters
@@ -120,8 +120,12 @@ class FMD(FedDF):
         and its labels (``probe=server`` only).
     server_distill : str (default: "none")
         ``none``, ``teacher`` or ``ensemble`` (see the module docstring).
+    public_x : np.ndarray | None (default: None)
+        The unlabelled public images the ablation distils on (``server_distill`` != none).
+    distillation : EnsembleDistillation | None (default: None)
+        The ablation's distillation settings (defaults when None).
     **kwargs
-        FedDF's (``public_x``, distillation settings) and the base strategy's.
+        The base strategy's arguments.
     """
 
     name = "fmd"
@@ -141,6 +145,8 @@ class FMD(FedDF):
         public_features: np.ndarray | None = None,
         public_labels: np.ndarray | None = None,
         server_distill: str = "none",
+        public_x: np.ndarray | None = None,
+        distillation: EnsembleDistillation | None = None,
         **kwargs,
     ) -> None:
         require_choice("probe", probe, PROBES)
@@ -150,11 +156,14 @@ class FMD(FedDF):
             raise ValueError("probe=server and fmd-server-distill=teacher need public features")
         if probe == "server" and public_labels is None:
             raise ValueError("probe=server needs the public split's labels")
+        if server_distill != "none" and (public_x is None or len(public_x) == 0):
+            raise ValueError("fmd-server-distill needs the public split: set public-fraction > 0")
+        super().__init__(**kwargs)
         self.teacher = teacher
         self.probe = probe
         self.server_distill = server_distill
-        self.uses_public_split = probe == "server" or server_distill != "none"
-        super().__init__(**kwargs)
+        self.public_x = public_x
+        self.distillation = distillation or EnsembleDistillation(seed=self.seed)
         self.test_features = test_features
         self.test_labels = test_labels
         self.probe_rounds = probe_rounds
@@ -193,19 +202,29 @@ class FMD(FedDF):
         server_round: int,
         report: RoundReport,
     ) -> None:
-        if self.server_distill != "none":
-            super().after_aggregation(grid, state, replies, server_round, report)
-
-    def distillation_targets(self, replies: dict[int, TrainReply]) -> torch.Tensor:
+        """The ablation: distil every student at the server on the public split, toward the
+        teacher or the ensemble of client students."""
+        if self.server_distill == "none":
+            return
+        assert self.public_x is not None
         if self.server_distill == "ensemble":
-            return self.ensemble_logits(replies)
-        assert self.public_features is not None
-        return head_logits(torch.from_numpy(self.public_features), self.active_head)
-
-    def target_name(self, replies: dict[int, TrainReply]) -> str:
-        if self.server_distill == "teacher":
-            return f"the {self.teacher.name} teacher on {len(self.public_x)} public images"
-        return super().target_name(replies)
+            targets = self.distillation.mean_logits(self.client_models(replies), self.public_x)
+            toward = f"the ensemble of {len(replies)} client models"
+        else:
+            assert self.public_features is not None
+            targets = head_logits(torch.from_numpy(self.public_features), self.active_head)
+            toward = f"the {self.teacher.name} teacher on {len(self.public_x)} public images"
+        architectures = {self.nodes[n].architecture for n in replies}
+        self.distillation.distill(
+            state, architectures, self.load_model, self.public_x, targets, server_round, report
+        )
+        log(
+            INFO,
+            "Round %d: distilled %s toward %s",
+            server_round,
+            ", ".join(sorted(state.models)),
+            toward,
+        )
 
     # ----------------------------------------------------------------- probe
 
@@ -269,18 +288,15 @@ class FMD(FedDF):
             }
         )
         payload = RecordDict({ARRAYS_KEY: arrays_to_record(head), CONFIG_KEY: config})
-        ex = self.exchange(
+        ex = self.phase(
             grid,
             {n: payload for n in participants},
             TRAIN_PROBE,
             server_round,
-            lambda reply: check_train_reply(reply, head),
+            lambda reply: check_train_reply(reply, head, self.known_examples(reply)),
+            report,
         )
-        report.add(ex, self.partition_of())
-        self.require_replies(ex, server_round, "probe")
-        replies = [
-            ex.replies[n] for n in sorted(ex.replies, key=lambda n: self.nodes[n].partition_id)
-        ]
+        replies = [ex.replies[n] for n in self.by_partition(ex.replies)]
         weights = [n for _, n, _ in replies]
         if sum(weights) == 0:
             return head, {}
@@ -310,10 +326,9 @@ class FMD(FedDF):
         }
 
     def summary(self) -> None:
-        if self.server_distill == "none":
-            FederatedStrategy.summary(self)  # FedDF's line would describe an unused step
-        else:
-            super().summary()
+        super().summary()
+        if self.server_distill != "none" and self.public_x is not None:
+            log(INFO, "\t│   ├── distillation: %s", self.distillation.describe(len(self.public_x)))
         log(
             INFO,
             "\t│   └── teacher %s, probe %s (%d rounds x %d steps, lr %g), server distill %s",
@@ -334,7 +349,7 @@ def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any
     return FMD(
         **teacher_inputs(cfg, fed, device),
         public_x=fed.public.x,
-        **distillation_settings(cfg, device),
+        distillation=EnsembleDistillation.from_config(cfg, device),
         **common,
     )
 

@@ -1,5 +1,5 @@
 """Mosaic: data-free knowledge distillation through a Mixture-of-Experts of client knowledge,
-with local generators [Mosaic, arXiv:2505.19699; spec ``mosaic.md``].
+with local generators [Mosaic, arXiv:2505.19699; docs/methods/mosaic.md].
 
 Rounds are FedAvg (one global model per architecture). At the distillation round (the middle of
 the run by default; round 1 of 1 in one-shot mode), after averaging:
@@ -68,8 +68,8 @@ from .base import (
     module_arrays,
     require_choice,
 )
-from .fedavg import TrainReply
-from .feddf import FedDF, distillation_settings
+from .distillation import EnsembleDistillation
+from .fedavg import FedAvg, TrainReply
 from .state import Arrays, ServerState
 from .validation import InvalidReply, check_arrays, check_no_error, check_num_examples
 
@@ -141,7 +141,7 @@ MOSAIC_SETTINGS = Section(
 )
 
 
-class Mosaic(FedDF):
+class Mosaic(FedAvg):
     """FedAvg rounds around one Mixture-of-Experts distillation event.
 
     Parameters
@@ -173,12 +173,15 @@ class Mosaic(FedDF):
     pool_size : int (default: 2000)
         Generator samples per round for the FedDF-style cross-architecture distillation after
         the event (several architectures only).
+    distillation : EnsembleDistillation | None (default: None)
+        The FedDF-style distillation after the event (defaults when None).
+    device : torch.device | str (default: "cpu")
+        Where the server trains (meta model, distillation) and samples the generators.
     **kwargs
-        FedDF's distillation settings (``distill_steps`` etc.) and the base strategy's.
+        The base strategy's arguments.
     """
 
     name = "mosaic"
-    uses_public_split = False  # data-free: generators replace the public split
 
     def __init__(  # type: ignore[no-untyped-def]
         self,
@@ -198,11 +201,14 @@ class Mosaic(FedDF):
         samples_per_generator: int = 32,
         finetune_lr_scale: float = 0.01,
         pool_size: int = 2000,
+        distillation: EnsembleDistillation | None = None,
+        device: torch.device | str = "cpu",
         **kwargs,
     ) -> None:
         require_choice("prototypes", prototypes, PROTOTYPE_KINDS)
-        kwargs.setdefault("public_x", np.zeros((0, *input_shape), np.uint8))
         super().__init__(**kwargs)
+        self.distillation = distillation or EnsembleDistillation(seed=self.seed, device=device)
+        self.device = torch.device(device)
         self.num_classes = num_classes
         self.input_shape = input_shape
         self.generator_config = generator_config
@@ -251,11 +257,22 @@ class Mosaic(FedDF):
         if server_round == self.distill_round and "distilled-round" not in state.extra:
             self._distillation_event(grid, state, replies, server_round, report)
         elif self.generators and heterogeneous:
-            self.public_x = self._synthetic_pool(server_round)
-            super().after_aggregation(grid, state, replies, server_round, report)
-
-    def target_name(self, replies: dict[int, TrainReply]) -> str:
-        return f"{super().target_name(replies)} on {len(self.public_x)} generator samples"
+            # data-free FedDF: the ensemble of client models on a fresh pool of generator samples
+            pool = self._synthetic_pool(server_round)
+            targets = self.distillation.mean_logits(self.client_models(replies), pool)
+            architectures = {self.nodes[n].architecture for n in replies}
+            self.distillation.distill(
+                state, architectures, self.load_model, pool, targets, server_round, report
+            )
+            log(
+                INFO,
+                "Round %d: distilled %s toward the ensemble of %d client models on %d "
+                "generator samples",
+                server_round,
+                ", ".join(sorted(state.models)),
+                len(replies),
+                len(pool),
+            )
 
     # ----------------------------------------------------------------- the event
 
@@ -279,7 +296,7 @@ class Mosaic(FedDF):
             protos = self._feature_prototypes(
                 grid, state, arch, sorted(replies), server_round, report
             )
-        order = sorted(replies, key=lambda n: self.nodes[n].partition_id)
+        order = self.by_partition(replies)
         panel = self._experts([replies[n][0] for n in order], [self.nodes[n] for n in order])
         test_tokens = panel.tokens(images_to_tensor(self.test.x))
         event: dict[str, Any] = {
@@ -290,31 +307,25 @@ class Mosaic(FedDF):
             # What the count-weighted experts give without a meta model: the mean of the tokens.
             "expert-mean-test-accuracy": score_logits(test_tokens.mean(1), self.test.y)["accuracy"],
         }
-        fuse: Callable[[torch.Tensor], torch.Tensor]
-        if len(protos["y"]):
-            proto_tokens = (
-                panel.head_tokens(torch.from_numpy(protos["x"]))
-                if kind == "features"
-                else panel.tokens(images_to_tensor(protos["x"]))
-            )
-            meta, fuse, meta_metrics = train_meta(
-                proto_tokens,
-                torch.from_numpy(protos["y"]),
-                self.num_classes,
-                steps=self.meta_steps,
-                lr=self.meta_lr,
-                ema_decay=self.meta_ema,
-                seed=self.seed,
-            )
-            event.update(
-                teacher="meta-model-ema",
-                **meta_metrics,
-                **{
-                    "meta-test-accuracy": _accuracy(meta, test_tokens, self.test.y),
-                    "meta-ema-test-accuracy": _accuracy(fuse, test_tokens, self.test.y),
-                },
-            )
-        else:
+        fuse = self._meta_teacher(panel, protos, test_tokens, event, server_round)
+        self._distil_students(state, sorted(archs), panel, fuse, event, server_round)
+        self.event = event
+        state.extra["distilled-round"] = server_round
+        state.extra["mosaic-event"] = event
+        report.metrics.update({k: v for k, v in event.items() if isinstance(v, int | float)})
+        _log_event(event, server_round)
+
+    def _meta_teacher(
+        self,
+        panel: ExpertPanel,
+        protos: dict[str, np.ndarray],
+        test_tokens: torch.Tensor,
+        event: dict[str, Any],
+        server_round: int,
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The event's teacher: the meta model's EMA fusing the experts' tokens, trained on
+        the prototypes; without any prototype, the experts' mean. Fills ``event``."""
+        if not len(protos["y"]):
             # No client generator produced an image its own classifier was confident about
             # (weak generators): distil toward the experts' mean rather than stop the run.
             log(
@@ -325,38 +336,52 @@ class Mosaic(FedDF):
                 self.node_config.get("prototype-confidence"),
             )
             event["teacher"] = "expert-mean"
+            return lambda tokens: tokens.mean(1)
+        proto_tokens = (
+            panel.head_tokens(torch.from_numpy(protos["x"]))
+            if self.prototypes == "features"
+            else panel.tokens(images_to_tensor(protos["x"]))
+        )
+        meta, fuse, meta_metrics = train_meta(
+            proto_tokens,
+            torch.from_numpy(protos["y"]),
+            self.num_classes,
+            steps=self.meta_steps,
+            lr=self.meta_lr,
+            ema_decay=self.meta_ema,
+            seed=self.seed,
+        )
+        event.update(
+            teacher="meta-model-ema",
+            **meta_metrics,
+            **{
+                "meta-test-accuracy": _accuracy(meta, test_tokens, self.test.y),
+                "meta-ema-test-accuracy": _accuracy(fuse, test_tokens, self.test.y),
+            },
+        )
+        return fuse
 
-            def fuse(tokens: torch.Tensor) -> torch.Tensor:
-                return tokens.mean(1)
-
-        order_archs = sorted(archs)
-        students = [self.load_model(arch, state.models[arch]) for arch in order_archs]
-        for arch in order_archs:
+    def _distil_students(
+        self,
+        state: ServerState,
+        archs: list[str],
+        panel: ExpertPanel,
+        fuse: Callable[[torch.Tensor], torch.Tensor],
+        event: dict[str, Any],
+        server_round: int,
+    ) -> None:
+        """Distil every architecture's global model toward the teacher; accuracy before and
+        after, and the losses, go to ``event``."""
+        students = [self.load_model(arch, state.models[arch]) for arch in archs]
+        for arch in archs:
             event[f"pre-distill-accuracy/{arch}"] = self._test_accuracy(arch, state)
         losses = self._distill(students, panel, fuse, server_round)
-        for arch, student, loss in zip(order_archs, students, losses, strict=True):
+        for arch, student, loss in zip(archs, students, losses, strict=True):
             state.models[arch] = module_arrays(student)
             event[f"distill-loss/{arch}"] = loss
             event[f"post-distill-accuracy/{arch}"] = self._test_accuracy(arch, state)
         for key in ("pre-distill-accuracy", "post-distill-accuracy"):
             event[key] = float(np.mean([event[f"{key}/{a}"] for a in archs]))
-        self.event = event
-        state.extra["distilled-round"] = server_round
-        state.extra["mosaic-event"] = event
-        report.metrics.update({k: v for k, v in event.items() if isinstance(v, int | float)})
-        log(
-            INFO,
-            "Round %d: Mosaic distillation (%s experts, %d %s prototypes): meta model test "
-            "accuracy %.4f (EMA %.4f); global accuracy %.4f before -> %.4f after",
-            server_round,
-            event["experts"],
-            event["num-prototypes"],
-            kind,
-            event.get("meta-test-accuracy", float("nan")),
-            event.get("meta-ema-test-accuracy", float("nan")),
-            event["pre-distill-accuracy"],
-            event["post-distill-accuracy"],
-        )
 
     def _experts(self, client_arrays: list[Arrays], infos: list[NodeInfo]) -> ExpertPanel:
         """One expert per class, weighted by label counts: parameter averages when the clients
@@ -408,17 +433,16 @@ class Mosaic(FedDF):
         config = ConfigRecord({**self.node_config, "server-round": server_round})
         payload = RecordDict({CONFIG_KEY: config})
         image_shape = (self.num_classes, *self.input_shape)
-        ex = self.exchange(
+        ex = self.phase(
             grid,
             {n: payload for n in node_ids},
             TRAIN_GENERATOR,
             server_round,
             lambda reply: _parse_generator(reply, template, image_shape, self.prototypes_per_class),
+            report,
         )
-        report.add(ex, self.partition_of())
-        self.require_replies(ex, server_round, "train.generator")
         xs, ys = [], []
-        for node_id in sorted(ex.replies, key=lambda n: self.nodes[n].partition_id):
+        for node_id in self.by_partition(ex.replies):
             arrays, proto_x, proto_y, metrics = ex.replies[node_id]
             pid = self.nodes[node_id].partition_id
             for k, v in arrays.items():
@@ -449,7 +473,7 @@ class Mosaic(FedDF):
         config = ConfigRecord({**self.node_config, "server-round": server_round})
         payload = RecordDict({ARRAYS_KEY: arrays_to_record(state.models[arch]), CONFIG_KEY: config})
         dim = last_linear(self.model_fn(arch)).in_features
-        ex = self.exchange(
+        ex = self.phase(
             grid,
             {n: payload for n in node_ids},
             QUERY_PROTOTYPES,
@@ -457,10 +481,9 @@ class Mosaic(FedDF):
             lambda reply: _parse_prototypes(
                 reply, (dim,), np.float32, self.num_classes, self.prototypes_per_class
             ),
+            report,
         )
-        report.add(ex, self.partition_of())
-        self.require_replies(ex, server_round, "query.prototypes")
-        order = sorted(ex.replies, key=lambda n: self.nodes[n].partition_id)
+        order = self.by_partition(ex.replies)
         return {
             "x": np.concatenate([ex.replies[n][0] for n in order]),
             "y": np.concatenate([ex.replies[n][1] for n in order]),
@@ -536,6 +559,22 @@ class Mosaic(FedDF):
             self.mosaic_distill_lr,
             self.samples_per_generator,
         )
+
+
+def _log_event(event: dict[str, Any], server_round: int) -> None:
+    log(
+        INFO,
+        "Round %d: Mosaic distillation (%s experts, %d %s prototypes): meta model test "
+        "accuracy %.4f (EMA %.4f); global accuracy %.4f before -> %.4f after",
+        server_round,
+        event["experts"],
+        event["num-prototypes"],
+        event["prototypes"],
+        event.get("meta-test-accuracy", float("nan")),
+        event.get("meta-ema-test-accuracy", float("nan")),
+        event["pre-distill-accuracy"],
+        event["post-distill-accuracy"],
+    )
 
 
 def _held(counts: np.ndarray) -> np.ndarray:
@@ -625,7 +664,8 @@ def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any
         samples_per_generator=cfg.samples_per_generator,
         finetune_lr_scale=cfg.mosaic_finetune_lr_scale,
         pool_size=cfg.mosaic_pool_size,
-        **distillation_settings(cfg, device),
+        distillation=EnsembleDistillation.from_config(cfg, device),
+        device=device,
         **common,
     )
 

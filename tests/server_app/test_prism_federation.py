@@ -156,11 +156,11 @@ class _StandInFeatures:
 
 
 def test_real_fid_option_scores_samples_and_floor(tmp_path, monkeypatch):
-    from server_app import runner
+    from strategies import prism
 
     with pytest.raises(RuntimeError, match="prism-fid=true"):  # offline: a named error
         run(tmp_path / "offline", {**SMALL, "num-server-rounds": 1, "prism-fid": True})
-    monkeypatch.setattr(runner, "InceptionFeatures", lambda download: _StandInFeatures())
+    monkeypatch.setattr(prism, "InceptionFeatures", lambda download: _StandInFeatures())
     summary = run(tmp_path / "fid", {**SMALL, "num-server-rounds": 1, "prism-fid": True})
     fid = summary["final-per-model"]["generator"]["fid-torchvision"]
     floor = summary["prism"]["real-floor"]["fid-torchvision"]
