@@ -187,6 +187,11 @@ def validate(values: Mapping[str, Any]) -> ExperimentConfig:
         raise ConfigError(str(err)) from err
     if out["local-steps"] == 0 and out["local-epochs"] == 0:
         raise ConfigError("local-steps and local-epochs are both 0; set one of them > 0")
+    name = out["run-name"]
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise ConfigError(
+            f"run-name={name!r} must be a plain directory name: runs stay inside output-dir"
+        )
     if out["clients-per-round"] and out["clients-per-round"] < out["min-nodes"]:
         raise ConfigError(
             f"clients-per-round={out['clients-per-round']} is below min-nodes={out['min-nodes']}"

@@ -32,6 +32,10 @@ RESUMABLE_CHANGES = {
 }
 
 
+class ResumeError(RuntimeError):
+    """``resume=true`` cannot continue safely; the message says what to do."""
+
+
 class RunDirectory:
     """Creates or reopens ``<output-dir>/<run-name>``; never overwrites a previous run.
 
@@ -50,7 +54,12 @@ class RunDirectory:
         )
         existing = [root / name, *suffixed]
         used = [p for p in existing if (p / "config.yaml").exists()]
-        self.resumed = cfg.resume and bool(used)
+        if cfg.resume and not used:
+            raise ResumeError(
+                f"resume=true but there is no run named {name!r} in {root}: check run-name and "
+                "output-dir, or drop resume=true to start it"
+            )
+        self.resumed = cfg.resume
         if self.resumed:
             self.path = used[-1]
             self._check_compatible(cfg)

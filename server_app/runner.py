@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import platform
 import time
+import zipfile
 from dataclasses import fields
-from logging import ERROR, INFO
+from logging import ERROR, INFO, WARNING
 from typing import Any
 
 import numpy as np
@@ -20,12 +21,12 @@ from flwr.supercore import log
 from federated_data import DataSpec, Federation
 from models.device import resolve_device
 from models.zoo import build_model
-from strategies.base import FederatedStrategy
+from strategies.base import FederatedStrategy, RoundReport
 from strategies.state import ServerState
 
 from .config import SCHEMA, ExperimentConfig
 from .methods import METHODS
-from .outputs import RunDirectory
+from .outputs import ResumeError, RunDirectory
 from .plots import plot_label_distribution, plot_rounds, save_image_grid
 
 
@@ -77,6 +78,84 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     fed = Federation(data_spec(cfg))  # loads data before round 1: a missing dataset fails here
     strategy = build_strategy(cfg, fed, device)
     run_dir = RunDirectory(cfg)
+    _log_start(cfg, fed, strategy, run_dir, device)
+    state = strategy.initial_state()
+    last = run_dir.checkpoints / "last.npz"
+    if run_dir.resumed:
+        state = _resume_state(run_dir, cfg, state)
+    rows = run_dir.read_metrics(state.round)
+    metric, sign = strategy.score_metric, 1.0 if strategy.higher_is_better else -1.0
+    best = max((sign * r[metric] for r in rows), default=-np.inf)
+    summary: dict[str, Any] = {"status": "running"}
+    try:
+        for server_round in range(state.round + 1, cfg.num_server_rounds + 1):
+            t0 = time.time()
+            state, report = strategy.train_round(grid, state, server_round)
+            row = _round_row(strategy, state, report, fed, device, time.time() - t0)
+            for name, images in strategy.take_images().items():
+                save_image_grid(images, run_dir.samples / f"{name}-round{server_round}.png")
+            rows.append(row)
+            run_dir.append_metrics(row)  # metrics first: a resume cuts rows past the checkpoint
+            state.save(last)
+            if sign * row[metric] > best:
+                best = sign * row[metric]
+                state.save(run_dir.checkpoints / "best.npz")
+            _log_round(row, metric, cfg.num_server_rounds, time.time() - t0)
+        summary["status"] = "completed"
+        if state.round:
+            summary["export"] = strategy.export(state, run_dir.path)
+    except Exception as err:
+        summary.update(status="failed", error=f"{type(err).__name__}: {err}")
+        log(ERROR, "Run failed after round %d: %s", state.round, summary["error"])
+        raise
+    finally:
+        summary.update(_summarise(cfg, run_dir, rows, strategy, fed, time.time() - started))
+        run_dir.write_summary(summary)
+        try:  # plots are a convenience: a failure here must not hide the run's outcome
+            plot_rounds(rows, run_dir.plots)
+            counts = {i.partition_id: list(i.label_counts) for i in strategy.nodes.values()}
+            plot_label_distribution(counts, run_dir.plots / "label_distribution.png")
+        except Exception as err:
+            log(WARNING, "Plots not written: %s: %s", type(err).__name__, err)
+        _log_run_summary(summary)
+    return summary
+
+
+def _resume_state(run_dir: RunDirectory, cfg: ExperimentConfig, fresh: ServerState) -> ServerState:
+    """The checkpoint a resumed run continues from; refuses (never truncating the history)
+    when completed rounds have no readable checkpoint or more rounds are done than asked."""
+    last = run_dir.checkpoints / "last.npz"
+    if not last.exists():
+        if run_dir.read_metrics(10**9):
+            raise ResumeError(
+                f"resume=true: {run_dir.metrics_file} holds completed rounds but {last} is "
+                "missing; restore the checkpoint, or start a new run without resume=true (it "
+                "gets its own directory)"
+            )
+        return fresh  # stopped before its first round: nothing to continue from
+    try:
+        state = ServerState.load(last)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise ResumeError(
+            f"resume=true: the checkpoint {last} is unreadable ({type(err).__name__}: {err}); "
+            "restore it (checkpoints/best.npz holds the best round), or start a new run"
+        ) from err
+    if state.round > cfg.num_server_rounds:
+        raise ResumeError(
+            f"resume=true: {run_dir.path} already completed {state.round} rounds; "
+            f"num-server-rounds={cfg.num_server_rounds} asks for fewer"
+        )
+    log(INFO, "Resuming %s after round %d", run_dir.path, state.round)
+    return state
+
+
+def _log_start(
+    cfg: ExperimentConfig,
+    fed: Federation,
+    strategy: FederatedStrategy,
+    run_dir: RunDirectory,
+    device: torch.device,
+) -> None:
     log(
         INFO,
         "bouquet: %s on %s (%s), models %s, %d rounds -> %s",
@@ -98,85 +177,63 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     log(INFO, "Strategy settings:")
     strategy.summary()
 
-    state = strategy.initial_state()
-    last = run_dir.checkpoints / "last.npz"
-    if run_dir.resumed and last.exists():
-        state = ServerState.load(last)
-        log(INFO, "Resuming %s after round %d", run_dir.path, state.round)
-    rows = run_dir.read_metrics(state.round)
-    metric, sign = strategy.score_metric, 1.0 if strategy.higher_is_better else -1.0
-    best = max((sign * r[metric] for r in rows), default=-np.inf)
-    summary: dict[str, Any] = {"status": "running"}
-    try:
-        for server_round in range(state.round + 1, cfg.num_server_rounds + 1):
-            t0 = time.time()
-            state, report = strategy.train_round(grid, state, server_round)
-            t1 = time.time()
-            per_arch = strategy.evaluate(state, fed.test, device)
-            score = float(np.mean([m[metric] for m in per_arch.values()]))
-            bytes_down = sum(b[0] for b in report.bytes.values())
-            bytes_up = sum(b[1] for b in report.bytes.values())
-            row: dict[str, Any] = {"round": server_round, metric: score}
-            if all("loss" in m for m in per_arch.values()):
-                row["loss"] = float(np.mean([m["loss"] for m in per_arch.values()]))
-            row.update(
-                {
-                    "per-model": per_arch,
-                    "train": report.metrics,
-                    "num-sampled": report.num_sampled,
-                    "num-ok": report.num_ok,
-                    "dropped": {str(k): v for k, v in report.dropped.items()},
-                    "bytes-down": bytes_down,
-                    "bytes-up": bytes_up,
-                    "bytes-per-node": {str(k): v for k, v in sorted(report.bytes.items())},
-                    "seconds-round": round(t1 - t0, 3),
-                    "seconds-evaluate": round(time.time() - t1, 3),
-                    # per node: round trip seen here, and the node's start-up, imports, data
-                    # loading and handler time (summed over the round's message phases)
-                    "seconds-per-node": {
-                        str(k): {name: round(v, 3) for name, v in sorted(sec.items())}
-                        for k, sec in sorted(report.seconds.items())
-                    },
-                }
-            )
-            for name, images in strategy.take_images().items():
-                save_image_grid(images, run_dir.samples / f"{name}-round{server_round}.png")
-            rows.append(row)
-            run_dir.append_metrics(row)  # metrics first: a resume cuts rows past the checkpoint
-            state.save(last)
-            if sign * score > best:
-                best = sign * score
-                state.save(run_dir.checkpoints / "best.npz")
-            log(
-                INFO,
-                "[round %d/%d] %s %.4f loss %.4f | %d/%d replies | down %.2f MB "
-                "up %.2f MB | %.1f s",
-                server_round,
-                cfg.num_server_rounds,
-                metric,
-                score,
-                row.get("loss", float("nan")),
-                report.num_ok,
-                report.num_sampled,
-                bytes_down / 1e6,
-                bytes_up / 1e6,
-                time.time() - t0,
-            )
-        summary["status"] = "completed"
-        if state.round:
-            summary["export"] = strategy.export(state, run_dir.path)
-    except Exception as err:
-        summary.update(status="failed", error=f"{type(err).__name__}: {err}")
-        log(ERROR, "Run failed after round %d: %s", state.round, summary["error"])
-        raise
-    finally:
-        summary.update(_summarise(cfg, run_dir, rows, strategy, fed, time.time() - started))
-        run_dir.write_summary(summary)
-        plot_rounds(rows, run_dir.plots)
-        counts = {i.partition_id: list(i.label_counts) for i in strategy.nodes.values()}
-        plot_label_distribution(counts, run_dir.plots / "label_distribution.png")
-        _log_run_summary(summary)
-    return summary
+
+def _round_row(
+    strategy: FederatedStrategy,
+    state: ServerState,
+    report: RoundReport,
+    fed: Federation,
+    device: torch.device,
+    seconds_round: float,
+) -> dict[str, Any]:
+    """Evaluate the round's models; the row ``metrics.jsonl`` gets for the round."""
+    t1 = time.time()
+    per_arch = strategy.evaluate(state, fed.test, device)
+    metric = strategy.score_metric
+    row: dict[str, Any] = {
+        "round": state.round,
+        metric: float(np.mean([m[metric] for m in per_arch.values()])),
+    }
+    if all("loss" in m for m in per_arch.values()):
+        row["loss"] = float(np.mean([m["loss"] for m in per_arch.values()]))
+    row.update(
+        {
+            "per-model": per_arch,
+            "train": report.metrics,
+            "num-sampled": report.num_sampled,
+            "num-ok": report.num_ok,
+            "dropped": {str(k): v for k, v in report.dropped.items()},
+            "bytes-down": sum(b[0] for b in report.bytes.values()),
+            "bytes-up": sum(b[1] for b in report.bytes.values()),
+            "bytes-per-node": {str(k): v for k, v in sorted(report.bytes.items())},
+            "seconds-round": round(seconds_round, 3),
+            "seconds-evaluate": round(time.time() - t1, 3),
+            # per node: round trip seen here, and the node's start-up, imports, data loading
+            # and handler time (summed over the round's message phases)
+            "seconds-per-node": {
+                str(k): {name: round(v, 3) for name, v in sorted(sec.items())}
+                for k, sec in sorted(report.seconds.items())
+            },
+        }
+    )
+    return row
+
+
+def _log_round(row: dict[str, Any], metric: str, num_rounds: int, seconds: float) -> None:
+    log(
+        INFO,
+        "[round %d/%d] %s %.4f loss %.4f | %d/%d replies | down %.2f MB up %.2f MB | %.1f s",
+        row["round"],
+        num_rounds,
+        metric,
+        row[metric],
+        row.get("loss", float("nan")),
+        row["num-ok"],
+        row["num-sampled"],
+        row["bytes-down"] / 1e6,
+        row["bytes-up"] / 1e6,
+        seconds,
+    )
 
 
 def _summarise(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from pathlib import Path
@@ -283,14 +283,25 @@ class FederatedStrategy(ABC):
         """Sample this round's nodes and return those whose ``query.info`` is known."""
         node_ids = self.sample_nodes(grid, server_round)
         report.num_sampled = len(node_ids)
-        report.add(self.discover(grid, node_ids, server_round), self.partition_of())
-        return [n for n in node_ids if n in self.nodes]
+        discovery = self.discover(grid, node_ids, server_round)
+        report.add(discovery, self.partition_of())
+        known = [n for n in node_ids if n in self.nodes]
+        if len(known) < self.min_nodes:  # say why now: later phases would only see no nodes
+            raise FederationError(
+                f"round {server_round}: {len(known)} of {len(node_ids)} sampled nodes are "
+                f"usable, fewer than min-nodes={self.min_nodes}; query.info drops: "
+                f"{discovery.dropped}"
+            )
+        return known
 
     def discover(self, grid: Grid, node_ids: list[int], server_round: int) -> Exchange:
         """``query.info`` the nodes not seen before; cache what they report."""
         unknown = [n for n in node_ids if n not in self.nodes]
         payloads = {n: RecordDict({CONFIG_KEY: ConfigRecord(self.node_config)}) for n in unknown}
-        ex = self.exchange(grid, payloads, QUERY_INFO, server_round, _parse_info)
+        num_classes = self.node_config.get("num-classes")
+        ex = self.exchange(
+            grid, payloads, QUERY_INFO, server_round, lambda r: _parse_info(r, num_classes)
+        )
         for node_id, info in ex.replies.items():
             self.nodes[node_id] = NodeInfo(node_id, *info)
             log(
@@ -334,30 +345,18 @@ class FederatedStrategy(ABC):
                 )
             )
         replies = send_and_receive(grid, messages, self.round_timeout, self.poll_interval)
+        # A reply answers the message whose id it names: when a node dies, the SuperLink
+        # replies for it with an error from node id 1. Grids that assign no ids (the in-process
+        # one) are matched by sender.
+        addressee = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+        addressee.pop("", None)
         for reply, round_trip in replies:
-            node_id = reply.metadata.src_node_id
-            if node_id not in payloads or node_id in ex.replies:
-                log(WARNING, "Ignoring unexpected reply from node %d", node_id)
+            sender = reply.metadata.src_node_id
+            node_id = addressee.get(reply.metadata.reply_to_message_id, sender)
+            if node_id not in payloads or node_id in ex.replies or node_id in ex.dropped:
+                log(WARNING, "Ignoring unexpected reply from node %d", sender)
                 continue
-            ex.seconds[node_id] = {"round-trip": round_trip}
-            if reply.has_content():
-                ex.bytes_up[node_id] = serialized_size(reply.content)
-                ex.seconds[node_id].update(_node_timing(reply.content))
-            if reply.has_error():
-                ex.error_codes[node_id] = int(reply.error.code)
-            try:
-                check_no_error(reply)
-                ex.replies[node_id] = parse(reply)
-            except (InvalidReply, KeyError, TypeError, ValueError) as err:
-                ex.dropped[node_id] = f"{message_type}: {err}"
-                log(
-                    WARNING,
-                    "Round %d: dropped %s reply of node %d: %s",
-                    server_round,
-                    message_type,
-                    node_id,
-                    err,
-                )
+            self._accept(ex, node_id, reply, round_trip, message_type, server_round, parse)
         for node_id in payloads:
             if node_id not in ex.replies and node_id not in ex.dropped:
                 ex.dropped[node_id] = f"{message_type}: no reply within {self.round_timeout:.0f} s"
@@ -371,6 +370,66 @@ class FederatedStrategy(ABC):
                 )
         return ex
 
+    @staticmethod
+    def _accept(
+        ex: Exchange,
+        node_id: int,
+        reply: Message,
+        round_trip: float,
+        message_type: str,
+        server_round: int,
+        parse: Callable[[Message], Any],
+    ) -> None:
+        """Account ``node_id``'s reply and keep it parsed, or drop it with the reason."""
+        ex.seconds[node_id] = {"round-trip": round_trip}
+        if reply.has_content():
+            ex.bytes_up[node_id] = serialized_size(reply.content)
+            ex.seconds[node_id].update(_node_timing(reply.content))
+        if reply.has_error():
+            ex.error_codes[node_id] = int(reply.error.code)
+        try:
+            check_no_error(reply)
+            ex.replies[node_id] = parse(reply)
+        except (InvalidReply, KeyError, TypeError, ValueError) as err:
+            ex.dropped[node_id] = f"{message_type}: {err}"
+            log(
+                WARNING,
+                "Round %d: dropped %s reply of node %d: %s",
+                server_round,
+                message_type,
+                node_id,
+                err,
+            )
+
+    def phase(
+        self,
+        grid: Grid,
+        payloads: dict[int, RecordDict],
+        message_type: str,
+        server_round: int,
+        parse: Callable[[Message], T],
+        report: RoundReport,
+        *,
+        require: bool = True,
+    ) -> Exchange:
+        """One message phase of a round: :meth:`exchange`, its bytes, drops and seconds added
+        to ``report``, and (``require``) the run stopped when fewer than ``min-nodes`` valid
+        replies came back."""
+        ex = self.exchange(grid, payloads, message_type, server_round, parse)
+        report.add(ex, self.partition_of())
+        if require:
+            self.require_replies(ex, server_round, message_type)
+        return ex
+
+    def known_examples(self, reply: Message) -> int | None:
+        """The example count the reply's sender reported in ``query.info``."""
+        info = self.nodes.get(reply.metadata.src_node_id)
+        return None if info is None else info.num_examples
+
+    def by_partition(self, node_ids: Iterable[int]) -> list[int]:
+        """Node ids ordered by partition id: sums over replies in this order are reproducible."""
+        return sorted(node_ids, key=lambda n: self.nodes[n].partition_id)
+
     def require_replies(self, ex: Exchange, server_round: int, phase: str) -> None:
         if len(ex.replies) < self.min_nodes:
             raise FederationError(
@@ -382,7 +441,9 @@ class FederatedStrategy(ABC):
         return {n: info.partition_id for n, info in self.nodes.items()}
 
 
-def _parse_info(reply: Message) -> tuple[int, str, int, tuple[int, ...]]:
+def _parse_info(
+    reply: Message, num_classes: int | None = None
+) -> tuple[int, str, int, tuple[int, ...]]:
     info = reply.content[INFO_KEY]
     if not isinstance(info, ConfigRecord):
         raise InvalidReply(f"'{INFO_KEY}' is not a ConfigRecord")
@@ -396,6 +457,11 @@ def _parse_info(reply: Message) -> tuple[int, str, int, tuple[int, ...]]:
         raise InvalidReply(f"num-examples={num_examples!r} is not a non-negative integer")
     if not isinstance(counts, list) or any(not isinstance(c, int) or c < 0 for c in counts):
         raise InvalidReply("label-counts is not a list of non-negative integers")
+    if num_classes is not None and len(counts) != num_classes:
+        raise InvalidReply(f"label-counts has {len(counts)} entries for {num_classes} classes")
+    total = sum(int(c) for c in counts)
+    if total != num_examples:
+        raise InvalidReply(f"label-counts sum to {total}, num-examples is {num_examples}")
     return partition_id, arch, num_examples, tuple(int(c) for c in counts)
 
 

@@ -2,7 +2,7 @@
 of posteriors on a shared seed set [Li, Hospedales et al., arXiv:2101.11296].
 
 No code is public; this is a reconstruction on Deep Mutual Learning (Zhang et al., CVPR 2018)
-that satisfies every statement of the abstract (see the project's spec). The server is a pure
+that satisfies every statement of the abstract (docs/methods/fedh2l.md). The server is a pure
 **relay**: it holds no model and averages no weights. Each round every participant receives its
 peers' latest posterior matrices on the seed set (the leave-one-out mean by default, or each
 peer's matrix), trains its own private model, and replies with its new posteriors and its own
@@ -181,17 +181,22 @@ class FedH2L(FederatedStrategy):
             n: self._payload(state, n, pid[n], graph, previous, server_round) for n in participants
         }
         num_seed = len(state.data.get("seed/y", ()))
-        ex = self.exchange(
-            grid, payloads, TRAIN_H2L, server_round, lambda reply: self._parse(reply, num_seed)
+        ex = self.phase(
+            grid,
+            payloads,
+            TRAIN_H2L,
+            server_round,
+            lambda reply: self._parse(reply, num_seed),
+            report,
+            require=False,  # first learn which nodes lost the seed set
         )
-        report.add(ex, self.partition_of())
         for n, code in ex.error_codes.items():
             if code == ErrorCode.SEED_SET_MISSING:
                 self.seeded.discard(n)  # the node lost its state: send the seed set again
         for n in ex.replies:
             if n in payloads and SEED_SET_KEY in payloads[n]:
                 self.seeded.add(n)
-        self.require_replies(ex, server_round, "train")
+        self.require_replies(ex, server_round, TRAIN_H2L)
         report.num_ok = len(ex.replies)
 
         client_metrics: dict[str, dict[str, float]] = {}
@@ -200,17 +205,7 @@ class FedH2L(FederatedStrategy):
                 state.data[f"post/{pid[n]}"] = posteriors
             client_metrics[f"p{pid[n]}-{self.nodes[n].architecture}"] = metrics
         state.extra["client-metrics"] = client_metrics
-        report.metrics = {
-            "mean-test-accuracy": float(
-                np.mean([m["test-accuracy"] for m in client_metrics.values()])
-            ),
-            "min-test-accuracy": float(
-                np.min([m["test-accuracy"] for m in client_metrics.values()])
-            ),
-            "mean-local-accuracy": float(
-                np.mean([m["local-accuracy"] for m in client_metrics.values()])
-            ),
-        }
+        report.metrics = _round_metrics(client_metrics)
         state.round = server_round
         return state, report
 
@@ -259,11 +254,12 @@ class FedH2L(FederatedStrategy):
         report: RoundReport,
     ) -> None:
         payloads = {n: RecordDict({CONFIG_KEY: self._config(server_round)}) for n in participants}
-        ex = self.exchange(grid, payloads, QUERY_SEED, server_round, self._parse_donation)
-        report.add(ex, self.partition_of())
+        ex = self.phase(
+            grid, payloads, QUERY_SEED, server_round, self._parse_donation, report, require=False
+        )
         if not ex.replies:
             raise FederationError(f"round {server_round}: no node donated seed examples")
-        order = sorted(ex.replies, key=lambda n: self.nodes[n].partition_id)
+        order = self.by_partition(ex.replies)
         state.data["seed/x"] = np.concatenate([ex.replies[n][0] for n in order])
         state.data["seed/y"] = np.concatenate([ex.replies[n][1] for n in order])
         log(
@@ -309,19 +305,48 @@ class FedH2L(FederatedStrategy):
             raise InvalidReply(f"seed donation has x {x.dtype}{list(x.shape)}, y {list(y.shape)}")
         if len(y) and (y.min() < 0 or y.max() >= self.num_classes):
             raise InvalidReply(f"seed labels outside [0, {self.num_classes})")
+        shape = [int(d) for d in self.node_config.get("input-shape", x.shape[1:])]
+        if list(x.shape[1:]) != shape:
+            raise InvalidReply(f"seed images are {list(x.shape[1:])}, the run's are {shape}")
+        counts = np.bincount(y.astype(np.int64), minlength=self.num_classes)
+        if counts.max(initial=0) > self.seed_per_class:
+            raise InvalidReply(
+                f"{int(counts.max())} seed examples of class {int(counts.argmax())}, more than "
+                f"seed-per-class={self.seed_per_class}"
+            )
+        info = self.nodes.get(reply.metadata.src_node_id)
+        if info is not None:
+            foreign = [c for c in np.flatnonzero(counts) if info.label_counts[c] == 0]
+            if foreign:
+                raise InvalidReply(f"seed examples of classes {foreign} the node does not hold")
         return x, y.astype(np.int64)
 
     def _parse(self, reply: Message, num_seed: int) -> tuple[np.ndarray | None, dict[str, float]]:
         metrics = reply.content[METRICS_KEY]
-        check_num_examples(metrics)
+        check_num_examples(metrics, self.known_examples(reply))
         values: dict[str, Any] = dict(metrics)  # type: ignore[arg-type]
         for key in ("test-accuracy", "test-loss", "local-accuracy"):
             if not isinstance(values.get(key), int | float) or not np.isfinite(values[key]):
                 raise InvalidReply(f"metric {key}={values.get(key)!r} missing or not finite")
+        for key in ("test-accuracy", "local-accuracy"):  # they become the run's headline
+            if not 0.0 <= values[key] <= 1.0:
+                raise InvalidReply(f"metric {key}={values[key]!r} is not in [0, 1]")
+        if values["test-loss"] < 0:
+            raise InvalidReply(f"metric test-loss={values['test-loss']!r} is negative")
         posteriors = None
         if num_seed:
             posteriors = check_posteriors(reply.content[POSTERIORS_KEY], num_seed, self.num_classes)
         return posteriors, {k: float(v) for k, v in values.items()}
+
+
+def _round_metrics(client_metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    test = [m["test-accuracy"] for m in client_metrics.values()]
+    local = [m["local-accuracy"] for m in client_metrics.values()]
+    return {
+        "mean-test-accuracy": float(np.mean(test)),
+        "min-test-accuracy": float(np.min(test)),
+        "mean-local-accuracy": float(np.mean(local)),
+    }
 
 
 def check_posteriors(record: object, num_rows: int, num_classes: int) -> np.ndarray:

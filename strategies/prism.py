@@ -379,12 +379,10 @@ class PRISM(GenerativeStrategy):
             }
         config = ConfigRecord({**self.node_config, "server-round": server_round})
         payloads = {n: RecordDict({CONFIG_KEY: config, **down}) for n in participants}
-        ex = self.exchange(grid, payloads, TRAIN_MASK, server_round, self._parse_mask)
-        report.add(ex, self.partition_of())
-        self.require_replies(ex, server_round, "train.mask")
+        ex = self.phase(grid, payloads, TRAIN_MASK, server_round, self._parse_mask, report)
         report.num_ok = len(ex.replies)
 
-        order = sorted(ex.replies, key=lambda n: self.nodes[n].partition_id)
+        order = self.by_partition(ex.replies)
         bits = np.stack([ex.replies[n][0] for n in order])
         theta_agg = smoothed_mean(bits)
         rng = np.random.default_rng([self.seed, server_round, 0x3ADA])
@@ -416,7 +414,7 @@ class PRISM(GenerativeStrategy):
             bits = unpack_mask(packed, self.num_weights)
         except ValueError as err:
             raise InvalidReply(str(err)) from err
-        check_num_examples(content[METRICS_KEY])
+        check_num_examples(content[METRICS_KEY], self.known_examples(reply))
         metrics = {
             k: float(v) for k, v in content[METRICS_KEY].items() if isinstance(v, int | float)
         }  # type: ignore[union-attr]
@@ -476,17 +474,16 @@ class FedAvgGenerator(GenerativeStrategy):
             CONFIG_KEY: config,
         }
         payloads = {n: RecordDict(content) for n in participants}
-        ex = self.exchange(
+        ex = self.phase(
             grid,
             payloads,
             TRAIN_DENSE_GENERATOR,
             server_round,
-            lambda r: check_train_reply(r, weights),
+            lambda r: check_train_reply(r, weights, self.known_examples(r)),
+            report,
         )
-        report.add(ex, self.partition_of())
-        self.require_replies(ex, server_round, "train.dense_generator")
         report.num_ok = len(ex.replies)
-        order = sorted(ex.replies, key=lambda n: self.nodes[n].partition_id)
+        order = self.by_partition(ex.replies)
         counts = [ex.replies[n][1] for n in order]
         if sum(counts) > 0:
             state.models["generator"] = weighted_average([ex.replies[n][0] for n in order], counts)

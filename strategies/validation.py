@@ -41,17 +41,24 @@ def check_arrays(record: object, expected: Arrays) -> Arrays:
     return out
 
 
-def check_num_examples(metrics: object) -> int:
-    """``num-examples`` must be a non-negative integer."""
+def check_num_examples(metrics: object, at_most: int | None = None) -> int:
+    """``num-examples`` must be a non-negative integer, and no more than ``at_most`` (what the
+    node reported in ``query.info``: a reply cannot inflate its weight in an average)."""
     if not isinstance(metrics, MetricRecord):
         raise InvalidReply(f"'{METRICS_KEY}' is missing or not a MetricRecord")
     n = metrics.get("num-examples")
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise InvalidReply(f"num-examples={n!r} is not a non-negative integer")
+    if at_most is not None and n > at_most:
+        raise InvalidReply(
+            f"num-examples={n} exceeds the {at_most} examples the node reported in query.info"
+        )
     return n
 
 
-def check_train_reply(reply: Message, expected: Arrays) -> tuple[Arrays, int, dict[str, float]]:
+def check_train_reply(
+    reply: Message, expected: Arrays, at_most: int | None = None
+) -> tuple[Arrays, int, dict[str, float]]:
     """Validate a ``train`` reply; return (arrays, num-examples, metrics)."""
     check_no_error(reply)
     content = reply.content
@@ -59,7 +66,7 @@ def check_train_reply(reply: Message, expected: Arrays) -> tuple[Arrays, int, di
         raise InvalidReply(f"reply lacks '{ARRAYS_KEY}' or '{METRICS_KEY}'")
     arrays = check_arrays(content[ARRAYS_KEY], expected)
     metrics = content[METRICS_KEY]
-    n = check_num_examples(metrics)
+    n = check_num_examples(metrics, at_most)
     floats = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
     if not all(np.isfinite(list(floats.values()))):
         raise InvalidReply("metrics hold NaN or Inf")

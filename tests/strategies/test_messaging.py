@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 import pytest
-from flwr.app import Message, MetricRecord, RecordDict
+from flwr.app import Error, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from protocol import TIMING_KEY
@@ -109,3 +109,29 @@ def test_exchange_records_round_trip_and_node_timing_per_partition():
     report.add(ex, {1: 10, 2: 20})  # a second phase adds up
     assert set(report.seconds) == {10, 20}
     assert np.isclose(report.seconds[10]["round-trip"], 2 * ex.seconds[1]["round-trip"])
+
+
+def test_a_superlink_error_reply_for_a_dead_node_is_that_node_s_drop():
+    """When a node dies, the SuperLink answers its message with an error from node id 1."""
+
+    class _DeadNodeGrid(_SlowGrid):
+        def push_messages(self, messages):
+            ids = super().push_messages(messages)
+            for msg in messages:
+                if msg.metadata.dst_node_id == 2:
+                    error = Message(Error(code=3, reason="node 2 is offline"), reply_to=msg)
+                    error.metadata.__dict__["_src_node_id"] = 1  # sent by the SuperLink
+                    self.ready[msg.object_id] = (0.0, error)
+            return ids
+
+    strategy = FedAvg(model_fn=lambda arch: None, node_config={}, poll_interval=0.01)
+    ex = strategy.exchange(
+        _DeadNodeGrid({1: 0.0}),
+        {1: RecordDict(), 2: RecordDict()},
+        "train",
+        1,
+        lambda reply: reply.content["m"]["node"],
+    )
+    assert ex.replies == {1: 1}
+    assert "node 2 is offline" in ex.dropped[2] and "no reply within" not in ex.dropped[2]
+    assert ex.error_codes == {2: 3}
