@@ -302,7 +302,16 @@ class FederatedStrategy(ABC):
         ex = self.exchange(
             grid, payloads, QUERY_INFO, server_round, lambda r: _parse_info(r, num_classes)
         )
-        for node_id, info in ex.replies.items():
+        connected = set(grid.get_node_ids()) if ex.replies else set()
+        for node_id, info in sorted(ex.replies.items()):
+            holder = self._claim_partition(node_id, info[0], connected)
+            if holder is not None:
+                del ex.replies[node_id]
+                ex.dropped[node_id] = (
+                    f"{QUERY_INFO}: partition-id={info[0]} is already node {holder}'s"
+                )
+                log(WARNING, "Round %d: node %d %s", server_round, node_id, ex.dropped[node_id])
+                continue
             self.nodes[node_id] = NodeInfo(node_id, *info)
             log(
                 INFO,
@@ -314,6 +323,16 @@ class FederatedStrategy(ABC):
                 list(info[3]),
             )
         return ex
+
+    def _claim_partition(self, node_id: int, partition: int, connected: set[int]) -> int | None:
+        """The connected node that already holds ``partition``, if any; a holder that left
+        (a restarted SuperNode comes back with a new id) is forgotten instead."""
+        for other, known in list(self.nodes.items()):
+            if other != node_id and known.partition_id == partition:
+                if other in connected:
+                    return other
+                del self.nodes[other]
+        return None
 
     # ----------------------------------------------------------------- messaging
 
@@ -390,8 +409,9 @@ class FederatedStrategy(ABC):
         try:
             check_no_error(reply)
             ex.replies[node_id] = parse(reply)
-        except (InvalidReply, KeyError, TypeError, ValueError) as err:
-            ex.dropped[node_id] = f"{message_type}: {err}"
+        except Exception as err:  # whatever one reply holds, it costs that reply, not the run
+            reason = str(err) if isinstance(err, InvalidReply) else f"{type(err).__name__}: {err}"
+            ex.dropped[node_id] = f"{message_type}: {reason}"
             log(
                 WARNING,
                 "Round %d: dropped %s reply of node %d: %s",

@@ -9,6 +9,9 @@ from protocol import ARRAYS_KEY, METRICS_KEY
 
 from .state import Arrays
 
+# No metric a node reports (losses, accuracies, counts, seconds) comes near this.
+METRIC_BOUND = 1e15
+
 
 class InvalidReply(ValueError):
     """A reply that must not enter the aggregate; the message says why."""
@@ -70,4 +73,6 @@ def check_train_reply(
     floats = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
     if not all(np.isfinite(list(floats.values()))):
         raise InvalidReply("metrics hold NaN or Inf")
+    if any(abs(v) > METRIC_BOUND for v in floats.values()):  # sums of them would overflow
+        raise InvalidReply(f"metrics hold values beyond +-{METRIC_BOUND:g}")
     return arrays, n, floats

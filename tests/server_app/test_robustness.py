@@ -144,3 +144,22 @@ def test_resume_refuses_a_corrupt_checkpoint_an_unknown_run_and_fewer_rounds(tmp
 def test_run_names_stay_inside_the_output_directory(tmp_path, name):
     with pytest.raises(ConfigError, match="must be a plain directory name"):
         run(tmp_path, {"run-name": name})
+
+
+def test_a_node_claiming_a_connected_node_s_partition_is_refused(tmp_path):
+    def impostor(content):
+        content["info"] = ConfigRecord({**content["info"], "partition-id": 0})
+
+    s = run(tmp_path, hook=_rewrite("query.info", 2, impostor))
+    assert s["status"] == "completed"
+    assert "partition-id=0 is already node 1000's" in rows(s)[0]["dropped"]["1002"]
+    assert rows(s)[0]["num-ok"] == 2
+
+
+def test_huge_metrics_are_dropped_before_they_overflow_a_mean(tmp_path):
+    def huge(content):
+        content["metrics"] = MetricRecord({**content["metrics"], "train-loss": 1e308})
+
+    s = run(tmp_path, {"num-server-rounds": 1}, hook=_rewrite("train", 1, huge))
+    assert "beyond +-1e+15" in rows(s)[0]["dropped"]["1001"]
+    assert np.isfinite(rows(s)[0]["train"]["train-loss"])
