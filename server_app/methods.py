@@ -50,18 +50,21 @@ class Method:
 
 
 _DISTILL = feddf.DISTILL_SETTINGS
+_AVG = fedavg.AGGREGATION_SETTINGS
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("fedavg", fedavg.build),
-        Method("fedprox", fedprox.build, (fedprox.FEDPROX_SETTINGS,)),
-        Method("feddf", feddf.build, (_DISTILL,), feddf.check_settings),
+        Method("fedavg", fedavg.build, (_AVG,)),
+        Method("fedprox", fedprox.build, (fedprox.FEDPROX_SETTINGS, _AVG)),
+        Method("feddf", feddf.build, (_DISTILL, _AVG), feddf.check_settings),
         Method("fedh2l", fedh2l.build, (fedh2l.FEDH2L_SETTINGS,), fedh2l.check_settings),
-        Method("fmd", fmd.build, (fmd.FMD_SETTINGS, KD_SETTINGS, _DISTILL), fmd.check_settings),
+        Method(
+            "fmd", fmd.build, (fmd.FMD_SETTINGS, KD_SETTINGS, _DISTILL, _AVG), fmd.check_settings
+        ),
         Method(
             "mosaic",
             mosaic.build,
-            (mosaic.MOSAIC_SETTINGS, GENERATOR_SETTINGS, _DISTILL),
+            (mosaic.MOSAIC_SETTINGS, GENERATOR_SETTINGS, _DISTILL, _AVG),
             mosaic.check_settings,
         ),
         Method(

@@ -6,7 +6,7 @@ averaged on its own (one global model per architecture); no knowledge crosses gr
 
 from __future__ import annotations
 
-from logging import INFO
+from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
@@ -18,23 +18,90 @@ from torch import nn
 
 from federated_data import Federation
 from protocol import ARRAYS_KEY, CONFIG_KEY, TRAIN, arrays_to_record
+from protocol.settings import Section, Setting
 
-from .aggregate import weighted_average
-from .base import Exchange, FederatedStrategy, RoundReport
+from .aggregate import ROBUST_AGGREGATIONS, all_finite, clip_updates, robust_average
+from .base import Exchange, FederatedStrategy, RoundReport, require_choice
 from .state import Arrays, ServerState
 from .validation import check_train_reply
 
 TrainReply = tuple[Arrays, int, dict[str, float]]
 
 
+AGGREGATION_SETTINGS = Section(
+    "aggregation",
+    (
+        Setting(
+            "aggregation",
+            "mean",
+            "how each architecture group's client models are combined: the sample-weighted "
+            "mean (the papers'), or robust trimmed-mean, median, multi-krum",
+            choices=ROBUST_AGGREGATIONS,
+        ),
+        Setting(
+            "robust-fraction",
+            0.2,
+            "share of clients assumed bad: trimmed from each end, or Krum's f",
+            low=0.0,
+            high=0.49,
+        ),
+        Setting(
+            "update-clip",
+            0.0,
+            "clip each client's update to this multiple of the round's median update norm "
+            "(0 = off)",
+            low=0.0,
+        ),
+    ),
+    "Weight averaging of FedAvg, FedProx, FedDF, FMD and Mosaic. A group aggregate with NaN "
+    "or Inf is never kept: the previous model stays and the drop is logged.",
+)
+
+
+def aggregation_settings(cfg: Any) -> dict[str, Any]:
+    """FedAvg's keyword arguments from the run config's aggregation settings."""
+    return {
+        "aggregation": cfg.aggregation,
+        "robust_fraction": cfg.robust_fraction,
+        "update_clip": cfg.update_clip,
+    }
+
+
 class FedAvg(FederatedStrategy):
-    """Sample-weighted averaging of client models, per architecture group."""
+    """Sample-weighted averaging of client models, per architecture group.
+
+    Parameters
+    ----------
+    aggregation : str (default: "mean")
+        ``mean``, ``trimmed-mean``, ``median`` or ``multi-krum`` (see
+        :func:`strategies.aggregate.robust_average`).
+    robust_fraction : float (default: 0.2)
+        Share of clients the robust aggregations assume bad.
+    update_clip : float (default: 0.0)
+        Clip updates to this multiple of the median update norm; 0 = off.
+    **kwargs
+        The base strategy's arguments.
+    """
 
     name = "fedavg"
     # FMD sends the same round with its own message type and the teacher's head.
     train_message_type = TRAIN
     # Client metrics reported as totals over the round's replies instead of weighted means.
     summed_metrics: tuple[str, ...] = ()
+
+    def __init__(  # type: ignore[no-untyped-def]
+        self,
+        *,
+        aggregation: str = "mean",
+        robust_fraction: float = 0.2,
+        update_clip: float = 0.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        require_choice("aggregation", aggregation, ROBUST_AGGREGATIONS)
+        self.aggregation = aggregation
+        self.robust_fraction = robust_fraction
+        self.update_clip = update_clip
 
     def train_config(self, server_round: int) -> dict[str, int | float | str | bool]:
         """Per-round config added to the node config; FedProx adds its ``proximal-mu``."""
@@ -62,10 +129,33 @@ class FedAvg(FederatedStrategy):
                     arch,
                 )
                 continue
-            state.models[arch] = weighted_average([a for a, _, _ in replies], weights)
+            self._aggregate_group(state, arch, replies, server_round, report)
         self.after_aggregation(grid, state, ex.replies, server_round, report)
         state.round = server_round
         return state, report
+
+    def _aggregate_group(
+        self,
+        state: ServerState,
+        arch: str,
+        replies: list[TrainReply],
+        server_round: int,
+        report: RoundReport,
+    ) -> None:
+        """The group's new global model; one with NaN or Inf is refused (previous kept)."""
+        models = clip_updates([a for a, _, _ in replies], state.models[arch], self.update_clip)
+        weights = [n for _, n, _ in replies]
+        new = robust_average(models, weights, self.aggregation, self.robust_fraction)
+        if not all_finite(new):
+            log(
+                WARNING,
+                "Round %d: the %s aggregate holds NaN or Inf; the previous model is kept",
+                server_round,
+                arch,
+            )
+            report.metrics[f"rejected-aggregate/{arch}"] = 1.0
+            return
+        state.models[arch] = new
 
     def after_aggregation(
         self,
@@ -140,4 +230,4 @@ class FedAvg(FederatedStrategy):
 
 
 def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any]) -> FedAvg:
-    return FedAvg(**common)
+    return FedAvg(**aggregation_settings(cfg), **common)

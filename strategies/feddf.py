@@ -23,7 +23,7 @@ from protocol.settings import ConfigError, Section, Setting
 
 from .base import RoundReport
 from .distillation import EnsembleDistillation
-from .fedavg import FedAvg, TrainReply
+from .fedavg import FedAvg, TrainReply, aggregation_settings
 from .state import ServerState
 
 DISTILL_SETTINGS = Section(
@@ -100,7 +100,9 @@ class FedDF(FedAvg):
 
 def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any]) -> FedDF:
     distillation = EnsembleDistillation.from_config(cfg, device)
-    return FedDF(public_x=fed.public.x, distillation=distillation, **common)
+    return FedDF(
+        public_x=fed.public.x, distillation=distillation, **aggregation_settings(cfg), **common
+    )
 
 
 def check_settings(values: Mapping[str, Any]) -> None:

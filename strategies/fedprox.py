@@ -12,7 +12,7 @@ from flwr.supercore import log
 from federated_data import Federation
 from protocol.settings import Section, Setting
 
-from .fedavg import FedAvg
+from .fedavg import FedAvg, aggregation_settings
 
 FEDPROX_SETTINGS = Section(
     "fedprox",
@@ -50,4 +50,4 @@ class FedProx(FedAvg):
 
 
 def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any]) -> FedProx:
-    return FedProx(proximal_mu=cfg.proximal_mu, **common)
+    return FedProx(proximal_mu=cfg.proximal_mu, **aggregation_settings(cfg), **common)

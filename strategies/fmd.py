@@ -55,7 +55,7 @@ from protocol.settings import ConfigError, Section, Setting
 from .aggregate import weighted_average
 from .base import RoundReport, require_choice
 from .distillation import EnsembleDistillation
-from .fedavg import FedAvg, TrainReply
+from .fedavg import FedAvg, TrainReply, aggregation_settings
 from .state import Arrays, ServerState
 from .validation import check_train_reply
 
@@ -350,6 +350,7 @@ def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any
         **teacher_inputs(cfg, fed, device),
         public_x=fed.public.x,
         distillation=EnsembleDistillation.from_config(cfg, device),
+        **aggregation_settings(cfg),
         **common,
     )
 

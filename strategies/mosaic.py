@@ -69,7 +69,7 @@ from .base import (
     require_choice,
 )
 from .distillation import EnsembleDistillation
-from .fedavg import FedAvg, TrainReply
+from .fedavg import FedAvg, TrainReply, aggregation_settings
 from .state import Arrays, ServerState
 from .validation import InvalidReply, check_arrays, check_no_error, check_num_examples
 
@@ -666,6 +666,7 @@ def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any
         pool_size=cfg.mosaic_pool_size,
         distillation=EnsembleDistillation.from_config(cfg, device),
         device=device,
+        **aggregation_settings(cfg),
         **common,
     )
 

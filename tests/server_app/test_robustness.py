@@ -163,3 +163,22 @@ def test_huge_metrics_are_dropped_before_they_overflow_a_mean(tmp_path):
     s = run(tmp_path, {"num-server-rounds": 1}, hook=_rewrite("train", 1, huge))
     assert "beyond +-1e+15" in rows(s)[0]["dropped"]["1001"]
     assert np.isfinite(rows(s)[0]["train"]["train-loss"])
+
+
+def _boost(content):
+    """Model poisoning that passes validation: every float weight set to 1e6."""
+    arrays = {k: v.numpy().copy() for k, v in content["arrays"].items()}
+    for v in arrays.values():
+        if v.dtype == np.float32:
+            v[...] = 1e6
+    content["arrays"] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+
+
+def test_median_aggregation_survives_a_poisoned_model_the_mean_does_not(tmp_path):
+    nodes = {"num-partitions": 4, "alpha": 1.0}
+    attack = _rewrite("train", 1, _boost)
+    # the mean takes the 1e6 weights in; the honest nodes diverge in round 2 and the run stops
+    with pytest.raises(FederationError, match="0 valid replies"):
+        run(tmp_path / "mean", nodes, hook=attack)
+    median = run(tmp_path / "median", {**nodes, "aggregation": "median"}, hook=attack)
+    assert median["status"] == "completed" and median["final-accuracy"] > 0.5
