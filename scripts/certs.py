@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -159,6 +160,49 @@ def generate(out: Path, sans: list[str], supernodes: int, days: int, force: bool
         _write(out / f"supernode-{i}.pub", public, secret=False, force=force)
         written += [out / f"supernode-{i}", out / f"supernode-{i}.pub"]
     return written
+
+
+def check(
+    ca_path: Path, cert_path: Path, key_path: Path | None, host: str, now: dt.datetime | None = None
+) -> list[str]:
+    """What is wrong with a SuperLink's TLS files, each problem with what to regenerate; empty
+    when they are usable: both certificates within their validity dates, the server
+    certificate signed by the CA, the key matching it, and ``host`` (how nodes reach the
+    SuperLink; skipped for a wildcard address) among its subject alternative names."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    try:
+        ca = x509.load_pem_x509_certificate(ca_path.read_bytes())
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except (OSError, ValueError) as err:
+        return [f"cannot read the certificates ({err})"]
+    problems = []
+    for name, c in (("CA certificate " + str(ca_path), ca), ("server certificate", cert)):
+        if now < c.not_valid_before_utc:
+            problems.append(f"the {name} is not valid before {c.not_valid_before_utc:%Y-%m-%d}")
+        if now > c.not_valid_after_utc:
+            problems.append(f"the {name} expired on {c.not_valid_after_utc:%Y-%m-%d}")
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        problems.append(f"{cert_path} was not signed by the CA {ca_path}")
+    if key_path is not None:
+        try:
+            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+                problems.append(f"{key_path} is not the key of {cert_path}")
+        except (OSError, ValueError, TypeError) as err:
+            problems.append(f"cannot read {key_path} ({err})")
+    if host not in ("", "0.0.0.0", "::", "[::]"):
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = sans.get_values_for_type(x509.DNSName) + [
+            str(ip) for ip in sans.get_values_for_type(x509.IPAddress)
+        ]
+        if host not in names:
+            problems.append(
+                f"{cert_path} does not name {host!r} (its names: {', '.join(names)}); SuperNodes "
+                f"reaching the SuperLink as {host!r} would refuse it"
+            )
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ when imported by a test
+import certs
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # flwr's executables live next to this interpreter
 INSECURE_WARNING = (
@@ -72,6 +75,15 @@ class Layout:
             raise SystemExit(
                 f"TLS files missing: {', '.join(missing)}; create them with "
                 f"`python scripts/certs.py --out {self.certs}` (or pass --insecure explicitly)"
+            )
+        host = self.fleet.rsplit(":", 1)[0].strip("[]")
+        problems = certs.check(files["ca"], files["cert"], files["key"], host)
+        if problems:
+            raise SystemExit(
+                "TLS files unusable: "
+                + "; ".join(problems)
+                + f". Regenerate them with `python scripts/certs.py --out {self.certs} --force "
+                f"--san {host} ...` (then register the SuperNodes' keys again)"
             )
         return files
 
@@ -311,7 +323,11 @@ def cmd_superlink(args: argparse.Namespace, lay: Layout) -> str:
     """The SuperLink (+ its ServerApp executor in process isolation) and the CLI connection;
     returns the connection name."""
     start(lay, "superlink", superlink_command(lay))
-    wait_healthy(lay)
+    try:
+        wait_healthy(lay)
+    except SystemExit:
+        stop(lay, "superlink", timeout=10.0)  # a failed start leaves nothing running
+        raise
     connection = args.connection or ("deploy" if lay.insecure else "deploy-tls")
     print(f"[deploy] connection '{connection}' in {write_connection(lay, connection)}")
     if lay.isolation == "process":
