@@ -7,9 +7,11 @@ attacker, rewriting its own train replies (in-process grid, real ServerApp loop 
 - ``sign-flip-10`` / ``sign-flip-100``: sends global - k * (its honest update);
 - ``weights-1e6``: every float weight set to 1e6 (finite: passes validation).
 
-Resumable: finished cells are kept in benchmarks/results/attacks.json and skipped.
+Resumable: finished cells are kept in benchmarks/results/attacks.json and skipped; the table
+(attacks.md) covers the cells finished so far.
 
     python benchmarks/attacks.py --seeds 0,1,2
+    python benchmarks/attacks.py --table-only
 """
 
 from __future__ import annotations
@@ -138,6 +140,7 @@ def main() -> None:
     p.add_argument("--local-steps", type=int, default=50)
     p.add_argument("--clients", type=int, default=10)
     p.add_argument("--seeds", default="0")
+    p.add_argument("--table-only", action="store_true", help="rewrite attacks.md from the json")
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / "attacks.json"
@@ -150,7 +153,8 @@ def main() -> None:
         "local-steps": args.local_steps,
         "machine": f"{platform.machine()}, python {platform.python_version()}",
     }
-    for seed in (int(s) for s in args.seeds.split(",")):
+    seeds = [] if args.table_only else [int(s) for s in args.seeds.split(",")]
+    for seed in seeds:
         for attack in ATTACKS:
             for agg in AGGREGATIONS:
                 if (attack, agg, seed) in done:
