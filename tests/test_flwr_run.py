@@ -25,6 +25,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _env(tmp_path: Path, port: str) -> dict[str, str]:
+    """A project-local Flower home, its own local SuperLink port and outputs under tmp_path."""
+    return {
+        **os.environ,
+        "FLWR_HOME": str(tmp_path / "flwr_home"),
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": port,
+        "BOUQUET_OUTPUT_ROOT": str(tmp_path),
+    }
+
+
 @pytest.mark.flwr_run
 @pytest.mark.parametrize(
     "method_config",
@@ -51,12 +61,7 @@ def test_flwr_run_simulation_completes_and_writes_outputs(tmp_path, method_confi
             raise  # the test command provisions Fashion-MNIST; missing data is a CI failure
         pytest.skip(str(err))
     port = str(_free_port())
-    env = {
-        **os.environ,
-        "FLWR_HOME": str(tmp_path / "flwr_home"),
-        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": port,
-        "BOUQUET_OUTPUT_ROOT": str(tmp_path),
-    }
+    env = _env(tmp_path, port)
     run_config = (
         f'train-subset=3000 num-server-rounds=2 local-steps=20 run-name="smoke" {method_config}'
     )
@@ -108,12 +113,7 @@ def test_flwr_run_simulation_completes_and_writes_outputs(tmp_path, method_confi
 
 @pytest.mark.flwr_run
 def test_a_failing_run_is_reported_as_failed(tmp_path):
-    env = {
-        **os.environ,
-        "FLWR_HOME": str(tmp_path / "flwr_home"),
-        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(_free_port()),
-        "BOUQUET_OUTPUT_ROOT": str(tmp_path),
-    }
+    env = _env(tmp_path, str(_free_port()))
     # cifar10 is online-only: the ServerApp raises before round 1, `flwr run` still exits 0.
     done = subprocess.run(
         [
@@ -142,13 +142,7 @@ def test_an_explicit_value_equal_to_its_default_beats_the_experiment_file(tmp_pa
     method="fedavg" (the default) must still win over the file's method: fedprox."""
     experiment = tmp_path / "exp.yaml"
     experiment.write_text("method: fedprox\nproximal-mu: 0.3\nlocal-steps: 5\n")
-    port = str(_free_port())
-    env = {
-        **os.environ,
-        "FLWR_HOME": str(tmp_path / "flwr_home"),
-        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": port,
-        "BOUQUET_OUTPUT_ROOT": str(tmp_path),
-    }
+    env = _env(tmp_path, str(_free_port()))
     run_config = (
         f'experiment="{experiment}" method="fedavg" dataset="digits" num-server-rounds=1 '
         'run-name="precedence"'
