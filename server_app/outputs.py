@@ -88,6 +88,12 @@ class RunDirectory:
             diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in changed)
             raise ValueError(f"resume=true but {self.path} was run with other settings ({diffs})")
 
+    def has_metrics(self) -> bool:
+        """Whether ``metrics.jsonl`` records at least one completed round (read only)."""
+        if not self.metrics_file.exists():
+            return False
+        return any('"round"' in line for line in self.metrics_file.read_text().splitlines())
+
     def read_metrics(self, up_to_round: int) -> list[dict[str, Any]]:
         """Rows of completed rounds <= ``up_to_round``; later rows (written after the last
         checkpoint, before a crash) are cut from the file so that it stays consistent."""

@@ -126,7 +126,7 @@ def _resume_state(run_dir: RunDirectory, cfg: ExperimentConfig, fresh: ServerSta
     when completed rounds have no readable checkpoint or more rounds are done than asked."""
     last = run_dir.checkpoints / "last.npz"
     if not last.exists():
-        if run_dir.read_metrics(10**9):
+        if run_dir.has_metrics():
             raise ResumeError(
                 f"resume=true: {run_dir.metrics_file} holds completed rounds but {last} is "
                 "missing; restore the checkpoint, or start a new run without resume=true (it "
