@@ -75,10 +75,14 @@ def robust_average(
     else:
         bad = int(fraction * len(models))
         layers = aggregate_krum(results, num_malicious=bad, to_keep=len(models) - bad)
-    out = weighted_average(models, [max(float(w), 1.0) for w in weights])  # integer arrays
-    for name, layer in zip(floats, layers, strict=True):
-        out[name] = np.asarray(layer).astype(models[0][name].dtype)
-    return out
+    # integer arrays (counters) as weighted_average treats them, without re-averaging floats
+    counters = [{k: v for k, v in m.items() if k not in floats} for m in models]
+    counted = weighted_average(counters, [max(float(w), 1.0) for w in weights])
+    averaged = {
+        name: np.asarray(layer).astype(models[0][name].dtype)
+        for name, layer in zip(floats, layers, strict=True)
+    }
+    return {k: averaged[k] if k in averaged else counted[k] for k in models[0]}  # state order
 
 
 def clip_updates(models: list[Arrays], reference: Arrays, factor: float) -> list[Arrays]:

@@ -39,6 +39,7 @@ def test_robust_aggregations_resist_one_outlier():
     krum = robust_average(models, weights, "multi-krum", fraction=0.25)  # keeps 3 of 4
     assert krum["w"][0] == pytest.approx(2.0)
     assert krum["n"] == robust_average(models, weights, "mean")["n"]  # counters: heaviest
+    assert list(krum) == ["w", "n"]  # the state dict's order: replies are checked against it
     with pytest.raises(ValueError, match="aggregation='max' is unknown"):
         robust_average(models, weights, "max")
 
