@@ -10,8 +10,8 @@ attacker, rewriting its own train replies (in-process grid, real ServerApp loop 
 Resumable: finished cells are kept in benchmarks/results/attacks.json and skipped; the table
 (attacks.md) covers the cells finished so far.
 
-    python benchmarks/attacks.py --seeds 0,1,2
-    python benchmarks/attacks.py --table-only
+    python -m benchmarks.attacks --seeds 0,1,2
+    python -m benchmarks.attacks --table-only
 """
 
 from __future__ import annotations
@@ -19,21 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
 
-from client_app.app import app as client_app
-from server_app.config import load_config
-from server_app.local_grid import InProcessGrid
-from server_app.runner import run_experiment
+from benchmarks.harness import OUT, run_in_process
 
-OUT = Path(__file__).resolve().parent / "results"
 ATTACKS = ("clean", "inflate", "sign-flip-10", "sign-flip-100", "weights-1e6")
 AGGREGATIONS = ("mean", "trimmed-mean", "median", "multi-krum")
 ATTACKER = 0
@@ -74,25 +68,21 @@ def _attack(name: str) -> Callable[[Message, Message], Message] | None:
 
 
 def run_cell(attack: str, aggregation: str, seed: int, args: argparse.Namespace) -> dict:
-    name = f"{attack}-{aggregation}-s{seed}"
-    cfg = load_config(
-        {
-            "dataset": "fmnist",
-            "alpha": 0.5,
-            "num-partitions": args.clients,
-            "num-server-rounds": args.rounds,
-            "local-steps": args.local_steps,
-            "aggregation": aggregation,
-            "seed": seed,
-            "output-dir": str(OUT / "runs"),
-            "run-name": f"attacks-{name}",
-        }
-    )
-    shutil.rmtree(OUT / "runs" / f"attacks-{name}", ignore_errors=True)
-    nodes = [{"partition-id": i, "num-partitions": args.clients} for i in range(args.clients)]
+    settings = {
+        "alpha": 0.5,
+        "num-server-rounds": args.rounds,
+        "local-steps": args.local_steps,
+        "aggregation": aggregation,
+        "seed": seed,
+    }
     t0 = time.time()
     try:
-        summary = run_experiment(InProcessGrid(client_app, nodes, reply_hook=_attack(attack)), cfg)
+        summary = run_in_process(
+            settings,
+            f"attacks-{attack}-{aggregation}-s{seed}",
+            args.clients,
+            reply_hook=_attack(attack),
+        )
         accuracy, status = summary["final-accuracy"], "completed"
     except Exception as err:  # the attack stopped the run: that is the result
         accuracy, status = None, f"failed: {type(err).__name__}: {str(err)[:200]}"

@@ -25,7 +25,7 @@ From metrics.jsonl, over the steady-state rounds (round >= 2; round 1 also disco
              data loading, polling and transport (round trip - start-up - handler) and the
              server's own work (round - that round trip)
 
-Writes benchmarks/results/deployment.{json,md}.     python benchmarks/deployment.py
+Writes benchmarks/results/deployment.{json,md}.     python -m benchmarks.deployment
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ sample index); the time that takes is measured separately (``precompute``), so t
 of the table do not include it. To time it on a cold cache, point the data directory at a copy
 without ``cache/teachers`` and run ``--precompute-only`` (writes results/fmd-precompute.json).
 
-    python benchmarks/fmd.py --rounds 10 --seeds 0 --headline-seeds 0,1,2
+    python -m benchmarks.fmd --rounds 10 --seeds 0 --headline-seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from baselines import OUT, run_in_process
 
+from benchmarks.harness import OUT, run_in_process
 from federated_data import DataSpec, Federation
 from models.teacher_cache import teacher_features
 from models.teachers import EfficientNetTeacher, head_logits, train_head

@@ -1,6 +1,6 @@
 """Parameters and multiply-accumulates per image of every zoo architecture (docs/running.md table).
 
-python benchmarks/model_costs.py
+python -m benchmarks.model_costs
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ Writes benchmarks/results/mosaic.{json,md}; seed 0 of the whole grid first, then
 seeds of the headline cells, saving after every run (``--resume`` continues an interrupted
 table; ``--rescore`` rebuilds it from the kept run directories).
 
-    python benchmarks/mosaic.py --rounds 6 --seeds 0 --headline-seeds 0,1,2
+    python -m benchmarks.mosaic --rounds 6 --seeds 0 --headline-seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from baselines import OUT, run_in_process
+
+from benchmarks.harness import OUT, run_in_process
 
 ALPHAS = (0.01, 0.1, 1.0)
 MODELS = {"one architecture": "cnn-small", "three architectures": "heterogeneous"}

@@ -9,7 +9,7 @@
 3. A 1,000-client federation sampling 10 clients per round, to show that the cost grows with
    the clients sampled, not with the federation's size.
 
-Writes benchmarks/results/overhead.{json,md}.    python benchmarks/overhead.py
+Writes benchmarks/results/overhead.{json,md}.    python -m benchmarks.overhead
 """
 
 from __future__ import annotations

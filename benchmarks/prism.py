@@ -16,8 +16,8 @@ is reported per dataset.
 Runs the real ServerApp loop and ClientApp handlers through the in-process grid. Writes
 benchmarks/results/prism.{json,md} after every run; ``--resume`` continues a table.
 
-    python benchmarks/prism.py --datasets fmnist
-    python benchmarks/prism.py --datasets mnist10k --out-name prism-mnist10k
+    python -m benchmarks.prism --datasets fmnist
+    python -m benchmarks.prism --datasets mnist10k --out-name prism-mnist10k
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import platform
 from typing import Any
 
 import torch
-from baselines import OUT, run_in_process
+
+from benchmarks.harness import OUT, run_in_process
 
 METHODS: dict[str, dict[str, Any]] = {
     "PRISM": {"method": "prism", "prism-aggregation": "mada"},

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm  # progress on a terminal only (disable=None)
 
 from protocol.settings import Section, Setting
 
@@ -273,7 +274,8 @@ def train_gan(
     xs, ys = images_to_tensor(x), torch.from_numpy(y.astype(np.int64))
     sums = {"d-loss": 0.0, "g-loss": 0.0, "diversity": 0.0}
     steps = 0
-    for idx in batch_indices(len(y), cfg.batch_size, cfg.steps, gen):
+    batches = batch_indices(len(y), cfg.batch_size, cfg.steps, gen)
+    for idx in tqdm(batches, total=cfg.steps, desc="generator", unit="step", disable=None):
         if len(idx) < 2:
             continue
         real, real_y = xs[idx].to(device), ys[idx].to(device)

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm  # progress on a terminal only (disable=None)
 
 from .teachers import LogitsFileTeacher, PixelTeacher, Teacher, header_key
 
@@ -58,8 +59,11 @@ def teacher_features(
     todo = np.flatnonzero(rows < 0)
     # Saved chunk by chunk: an interrupted featurisation (a long one on a small device) keeps
     # what it had computed.
-    for start in range(0, len(todo), CHUNK):
+    chunks = range(0, len(todo), CHUNK)
+    progress = tqdm(total=len(todo), desc="teacher features", unit="img", disable=None)
+    for start in chunks:
         chunk = todo[start : start + CHUNK]
+        progress.update(len(chunk))
         fresh = teacher.features(images[chunk]).astype(np.float16)
         with _locked(base):
             cached_idx, values = _read(base, header, teacher.feature_dim)  # others may write
@@ -69,6 +73,7 @@ def teacher_features(
                 cached_idx = np.concatenate([cached_idx, indices[chunk][new]])
                 values = np.concatenate([np.asarray(values), fresh[new]])
                 _write(base, header, cached_idx, values)
+    progress.close()
     return np.asarray(values[_rows(cached_idx, indices)], dtype=np.float32), len(todo)
 
 

@@ -68,6 +68,12 @@ RUN_SETTINGS = Section(
             "run-name", "", "the run directory's name (default: method-dataset-skew-models-seed)"
         ),
         Setting("resume", False, "continue the latest run of that name from its last checkpoint"),
+        Setting(
+            "trackers",
+            "tensorboard",
+            "where per-round metrics also go, comma-separated: tensorboard (event files in the "
+            "run directory), wandb, mlflow (their extras; off unless named), or empty for none",
+        ),
     ),
 )
 # Every section, in the order of the configuration reference.
@@ -177,6 +183,21 @@ def read_experiment(path_str: str) -> dict[str, Any]:
     return data
 
 
+def check_trackers(names: str) -> None:
+    """Known names, and the optional trackers installed (before anything is written)."""
+    from importlib.util import find_spec
+
+    from .tracking import TRACKERS
+
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        if name not in TRACKERS:
+            raise ConfigError(f"trackers: {name!r} is unknown; choose from {', '.join(TRACKERS)}")
+        if name != "tensorboard" and find_spec(name) is None:
+            raise ConfigError(
+                f'trackers names {name}, which is not installed: pip install "bouquet[{name}]"'
+            )
+
+
 def validate(values: Mapping[str, Any]) -> ExperimentConfig:
     """Types, ranges and choices of every key, then the checks across keys: the generic ones
     here, the method's own (``check_settings`` of its strategy module) after them."""
@@ -196,6 +217,7 @@ def validate(values: Mapping[str, Any]) -> ExperimentConfig:
         raise ConfigError(
             f"clients-per-round={out['clients-per-round']} is below min-nodes={out['min-nodes']}"
         )
+    check_trackers(out["trackers"])
     check = METHODS[out["method"]].check
     if check is not None:
         check(out)

@@ -28,6 +28,8 @@ from .config import SCHEMA, ExperimentConfig
 from .methods import METHODS
 from .outputs import ResumeError, RunDirectory
 from .plots import plot_label_distribution, plot_rounds, save_image_grid
+from .provenance import provenance
+from .tracking import Trackers
 
 
 def data_spec(cfg: ExperimentConfig) -> DataSpec:
@@ -79,6 +81,7 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     strategy = build_strategy(cfg, fed, device)
     run_dir = RunDirectory(cfg)
     _log_start(cfg, fed, strategy, run_dir, device)
+    trackers = Trackers(cfg.trackers, run_dir.path, cfg.as_dict())
     state = strategy.initial_state()
     last = run_dir.checkpoints / "last.npz"
     if run_dir.resumed:
@@ -94,12 +97,14 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
             row = _round_row(strategy, state, report, fed, device, time.time() - t0)
             for name, images in strategy.take_images().items():
                 save_image_grid(images, run_dir.samples / f"{name}-round{server_round}.png")
+                trackers.log_images(name, images, server_round)
             rows.append(row)
             run_dir.append_metrics(row)  # metrics first: a resume cuts rows past the checkpoint
             state.save(last)
             if sign * row[metric] > best:
                 best = sign * row[metric]
                 state.save(run_dir.checkpoints / "best.npz")
+            trackers.log_round(row, metric)
             _log_round(row, metric, cfg.num_server_rounds, time.time() - t0)
         summary["status"] = "completed"
         if state.round:
@@ -111,6 +116,7 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     finally:
         summary.update(_summarise(cfg, run_dir, rows, strategy, fed, time.time() - started))
         run_dir.write_summary(summary)
+        trackers.close()
         try:  # plots are a convenience: a failure here must not hide the run's outcome
             plot_rounds(rows, run_dir.plots)
             counts = {i.partition_id: list(i.label_counts) for i in strategy.nodes.values()}
@@ -277,6 +283,7 @@ def _summarise(
             "flwr": flwr.__version__,
             "host": platform.node(),
         },
+        "provenance": provenance(),
     }
 
 

@@ -1,0 +1,53 @@
+"""What the benchmarks share: where results go, one experiment run in process, the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Message
+
+from client_app.app import app as client_app
+from server_app.config import DEFAULTS, load_config
+from server_app.local_grid import InProcessGrid
+from server_app.runner import run_experiment
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "benchmarks" / "results"
+
+
+def run_in_process(
+    overrides: dict[str, Any],
+    run_name: str,
+    clients: int,
+    reply_hook: Callable[[Message, Message], Message] | None = None,
+) -> dict[str, Any]:
+    """One experiment through the in-process grid (Fashion-MNIST unless overridden), started
+    afresh; returns its summary plus wall seconds. ``reply_hook`` rewrites replies (attacks)."""
+    cfg = load_config(
+        {
+            **DEFAULTS,
+            "dataset": "fmnist",
+            "num-partitions": clients,
+            "output-dir": str(OUT / "runs"),
+            "run-name": run_name,
+            **overrides,
+        }
+    )
+    shutil.rmtree(OUT / "runs" / run_name, ignore_errors=True)  # never read a stale run
+    nodes = [{"partition-id": i, "num-partitions": clients} for i in range(clients)]
+    t0 = time.time()
+    summary = run_experiment(InProcessGrid(client_app, nodes, reply_hook=reply_hook), cfg)
+    return {**summary, "wall-seconds": round(time.time() - t0, 1)}
+
+
+def machine() -> str:
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}, "
+        f"python {platform.python_version()}"
+    )
