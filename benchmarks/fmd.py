@@ -103,22 +103,26 @@ def run_name(name: str, partition: str, method: str, seed: int) -> str:
     return f"{name}-bench-{method}-{partition.replace(' ', '').replace('/', '')}-s{seed}"
 
 
+def cell_settings(partition: str, method: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Every setting of one cell but the seed (configs/fmd-*.yaml hold the same)."""
+    return {
+        **PARTITIONS[partition],
+        **METHODS[method],
+        "num-server-rounds": args.rounds,
+        "local-steps": args.local_steps,
+        "lr": args.lr,
+        "teacher-image-size": args.image_size,
+        "probe-rounds": args.probe_rounds,
+        "probe-local-steps": args.probe_local_steps,
+        "probe-lr": args.probe_lr,
+        "kd-mu": args.kd_mu,
+        "kd-temperature": args.kd_temperature,
+    }
+
+
 def run_cell(partition: str, method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     s = run_in_process(
-        {
-            **PARTITIONS[partition],
-            **METHODS[method],
-            "seed": seed,
-            "num-server-rounds": args.rounds,
-            "local-steps": args.local_steps,
-            "lr": args.lr,
-            "teacher-image-size": args.image_size,
-            "probe-rounds": args.probe_rounds,
-            "probe-local-steps": args.probe_local_steps,
-            "probe-lr": args.probe_lr,
-            "kd-mu": args.kd_mu,
-            "kd-temperature": args.kd_temperature,
-        },
+        {**cell_settings(partition, method, args), "seed": seed},
         run_name(args.name, partition, method, seed),
         args.clients,
     )
@@ -213,7 +217,7 @@ def rescore(name: str) -> None:
     print("\n".join(lines))
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--local-steps", type=int, default=20)
@@ -235,7 +239,11 @@ def main() -> None:
         action="store_true",
         help="rebuild fmd.json/md from the runs kept in results/runs (no training)",
     )
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.rescore:
         rescore(args.name)

@@ -78,16 +78,7 @@ def run_cell(
     alpha: float, models: str, method: str, seed: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     summary = run_in_process(
-        {
-            "alpha": alpha,
-            "models": MODELS[models],
-            "seed": seed,
-            "num-server-rounds": args.rounds,
-            "local-steps": args.local_steps,
-            "public-fraction": 0.1,
-            "distill-steps": args.distill_steps,
-            **method_config(method, args),
-        },
+        {**cell_settings(alpha, models, method, args), "seed": seed},
         run_name(alpha, models, method, seed),
         args.clients,
     )
@@ -208,7 +199,7 @@ def rescore(args: argparse.Namespace) -> None:
     print("\n".join(table(results)))
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--local-steps", type=int, default=20)
@@ -228,7 +219,24 @@ def main() -> None:
         action="store_true",
         help="keep the runs already in results/mosaic.json (same settings) and run the rest",
     )
-    args = p.parse_args()
+    return p
+
+
+def cell_settings(alpha: float, models: str, method: str, args: argparse.Namespace) -> dict:
+    """Every setting of one cell but the seed (configs/mosaic-*.yaml hold the same)."""
+    return {
+        "alpha": alpha,
+        "models": MODELS[models],
+        "num-server-rounds": args.rounds,
+        "local-steps": args.local_steps,
+        "public-fraction": 0.1,
+        "distill-steps": args.distill_steps,
+        **method_config(method, args),
+    }
+
+
+def main() -> None:
+    args = parser().parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.rescore:
         rescore(args)
