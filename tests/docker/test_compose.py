@@ -36,8 +36,15 @@ def flag_help(executable: str, flag: str) -> str:
     return match.group(0) if match else ""
 
 
-def executable_of(service: dict) -> str:
+def default_image(service: dict) -> str:
+    """The image a service uses without docker/airgapped.env: ``${X:-default}`` -> default."""
     image = str(service.get("image", ""))
+    match = re.fullmatch(r"\$\{\w+:-(.+)\}", image)
+    return match.group(1) if match else image
+
+
+def executable_of(service: dict) -> str:
+    image = default_image(service)
     if image.startswith("flwr/superlink"):
         return "flower-superlink"
     if image.startswith("flwr/supernode"):
@@ -89,8 +96,8 @@ def test_every_flag_exists_in_flower_1_39(path, name, service):
 def test_images_are_pinned_to_1_39_and_wired(path):
     data = yaml.safe_load(path.read_text())
     for name, service in data["services"].items():
-        image = service.get("image")
-        if image and image.startswith("flwr/"):
+        image = default_image(service)
+        if image.startswith("flwr/"):
             assert image.endswith(":1.39.0"), f"{name}: {image} is not pinned to 1.39.0"
         command = [str(c) for c in service.get("command") or []]
         if "--runtime-api-address" in command:
@@ -111,7 +118,8 @@ def test_images_are_pinned_to_1_39_and_wired(path):
 
 def test_dockerfiles_pin_flower_and_avoid_cuda_by_default():
     app = (DOCKER / "Dockerfile").read_text()
-    assert "FROM flwr/superexec:1.39.0" in app
+    assert "ARG SUPEREXEC_IMAGE=flwr/superexec:1.39.0" in app  # official image by default
+    assert "FROM ${SUPEREXEC_IMAGE}" in app
     edge = (DOCKER / "Dockerfile.edge").read_text()
     for text in (app, edge):
         assert "download.pytorch.org/whl/cpu" in text  # CPU torch first: no CUDA packages
