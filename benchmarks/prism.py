@@ -67,11 +67,12 @@ def run_name(dataset: str, split: str, method: str, eps: float, size: str) -> st
     return f"prism-bench-{tag}-{dataset}-{s}-eps{eps:g}-{size}"
 
 
-def run_cell(
+def cell_settings(
     dataset: str, split: str, method: str, eps: float, size: str, args: argparse.Namespace
 ) -> dict[str, Any]:
+    """Every setting of one cell (configs/prism-*.yaml, fedavg-generator-*.yaml hold the same)."""
     communication_only = size == "full"
-    overrides = {
+    return {
         **METHODS[method],
         **SPLITS[split],
         "dataset": dataset,
@@ -85,6 +86,12 @@ def run_cell(
         "prism-eval-samples": 200 if communication_only else args.eval_samples,
         "prism-sample-every": 5,
     }
+
+
+def run_cell(
+    dataset: str, split: str, method: str, eps: float, size: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    overrides = cell_settings(dataset, split, method, eps, size, args)
     s = run_in_process(overrides, run_name(dataset, split, method, eps, size), args.clients)
     return _row(dataset, split, method, eps, size, s, args.clients)
 
@@ -215,7 +222,7 @@ def save(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     (OUT / f"{args.out_name}.md").write_text("\n".join(table(results)) + "\n")
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--local-steps", type=int, default=10)
@@ -229,7 +236,11 @@ def main() -> None:
     p.add_argument("--out-name", default="prism", help="results/<name>.{json,md}")
     p.add_argument("--resume", action="store_true", help="keep the finished rows of the file")
     p.add_argument("--rescore", action="store_true", help="rebuild the table from kept runs")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.rescore:
         rescore(args)

@@ -60,3 +60,36 @@ def test_an_fmd_config_is_its_benchmark_cell(name, partition):
         want.pop(key), got_dict.pop(key)
     assert got_dict == want
     assert set(FMD_CELLS.values()) == set(fmd.HEADLINE)  # both headline cells have a file
+
+
+PRISM_NAME = re.compile(
+    r"(?P<method>prism-no-mada|prism|fedavg-generator)-(?P<dataset>fmnist|mnist10k)-"
+    r"(?P<split>iid|noniid)(?P<dp>-dp)?\.yaml"
+)
+PRISM_METHODS = {
+    "prism": "PRISM",
+    "prism-no-mada": "PRISM, no MADA",
+    "fedavg-generator": "FedAvg generator",
+}
+PRISM_CONFIGS = sorted(
+    p for p in (ROOT / "configs").glob("*.yaml") if p.name.startswith(("prism", "fedavg-gen"))
+)
+
+
+@pytest.mark.parametrize("path", PRISM_CONFIGS, ids=lambda p: p.stem)
+def test_a_prism_config_is_its_benchmark_cell(path):
+    from benchmarks import prism
+
+    match = PRISM_NAME.fullmatch(path.name)
+    assert match, f"{path.name}: not a cell name"
+    split = "IID" if match["split"] == "iid" else "non-IID (4 shards)"
+    eps = prism.DP_EPSILON if match["dp"] else 0.0
+    args = prism.parser().parse_args([])
+    cell = prism.cell_settings(
+        match["dataset"], split, PRISM_METHODS[match["method"]], eps, "small", args
+    )
+    want = load_config({"num-partitions": args.clients, **cell}).as_dict()
+    got = load_config({"experiment": str(path), "num-partitions": args.clients}).as_dict()
+    for key in PLACE:
+        want.pop(key), got.pop(key)
+    assert got == want
