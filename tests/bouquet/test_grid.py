@@ -99,3 +99,17 @@ def test_a_grid_resumes_where_it_stopped(tmp_path, capsys):
     assert all(cell_status(grid.run_dir(c)) == "completed" for c in grid.cells)
     assert main(["grid", str(write(tmp_path, spec)), "--list"]) == 0
     assert capsys.readouterr().out.count("completed") == 2
+
+
+def test_cells_run_in_parallel_processes(tmp_path):
+    spec = {
+        "name": "p",
+        "settings": {**TINY, "num-server-rounds": 1},
+        "sweep": {"method": ["fedavg", "fedprox"]},
+        "seeds": [0],
+        "output-dir": str(tmp_path / "out"),
+    }
+    grid = load_grid(write(tmp_path, spec), tmp_path)
+    results = run_grid(grid, jobs=2)
+    assert [r["status"] for _, r in results] == ["completed", "completed"]
+    assert all(cell_status(grid.run_dir(c)) == "completed" for c in grid.cells)
