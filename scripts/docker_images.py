@@ -233,7 +233,7 @@ AARCH64 = [
     "--only-binary=:all:",
     *("--python-version", "3.11", "--implementation", "cp"),
     *("--abi", "cp311", "--abi", "abi3", "--abi", "none"),
-    *(a for t in ("2_28", "_2_17", "2014") for a in ("--platform", f"manylinux{t}_aarch64")),
+    *(a for t in ("_2_28", "_2_17", "2014") for a in ("--platform", f"manylinux{t}_aarch64")),
 ]
 
 
@@ -408,13 +408,15 @@ def main() -> None:
     t0 = time.time()
     report = build(images, steps, mirror, torch_version)
     report["total-seconds"] = round(time.time() - t0, 1)
-    if not args.arch:
-        ENV_FILE.write_text(images.env_file())
     print(json.dumps(report, indent=2))
-    print(
-        f"[docker-images] done; compose: docker compose --env-file {ENV_FILE.relative_to(ROOT)}"
-        " -f docker/compose.yml up -d"
-    )
+    if args.arch:
+        print(f"[docker-images] done: {images.edge} for linux/{args.arch}")
+    else:
+        ENV_FILE.write_text(images.env_file())
+        print(
+            "[docker-images] done; compose: docker compose --env-file "
+            f"{ENV_FILE.relative_to(ROOT)} -f docker/compose.yml up -d"
+        )
     if args.report:
         args.report.write_text(json.dumps(report, indent=2) + "\n")
 

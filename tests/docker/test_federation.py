@@ -331,7 +331,10 @@ def yaml_command_with_fault(project: str, service: str) -> list[str]:
 
 def test_distributed_server_and_clients_with_an_edge_node(images, tmp_path):
     """docker/distributed/server.yml with one distributed/client.yml device and one edge image
-    device, each joined to the server's network as a remote host would reach it."""
+    device, each joined to the server's network as a remote host would reach it.
+    ``BOUQUET_TEST_EDGE_IMAGE=bouquet-edge:arm64`` runs the device on the arm64 image instead
+    (``scripts/docker_images.py --arch arm64``; emulated through qemu on an x86 host)."""
+    edge_image = os.environ.get("BOUQUET_TEST_EDGE_IMAGE", images["EDGE_IMAGE"])
     s = Stack(tmp_path, images, supernodes=2)
     server = f"bouquet-test-server-{os.getpid()}"
     edge = f"{server}-edge"
@@ -360,7 +363,7 @@ def test_distributed_server_and_clients_with_an_edge_node(images, tmp_path):
                 f"{server}_default",
                 "-v",
                 f"{tmp_path / 'certs'}:/certs:ro",
-                images["EDGE_IMAGE"],
+                edge_image,
                 "--superlink",
                 "superlink:9092",
                 "--root-certificates",
