@@ -69,3 +69,26 @@ def test_an_image_is_rebuilt_when_a_source_changes(tmp_path, monkeypatch):
     assert docker_images.tree_digest([tmp_path / "pkg"]) == before  # caches do not count
     (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
     assert docker_images.tree_digest([tmp_path / "pkg"]) != before
+
+
+def test_the_arm64_variant_builds_only_the_base_and_the_edge_image():
+    images = docker_images.Images(arch="arm64")
+    assert images.tags() == ["bouquet-base:bookworm-arm64", "bouquet-edge:arm64"]
+    assert images.wheelhouse.name == "wheelhouse-arm64"
+    assert docker_images.install_tag(images.edge) == "bouquet-edge:install-arm64"
+    assert "--platform" in docker_images.AARCH64
+    assert "manylinux_2_28_aarch64" in docker_images.AARCH64
+
+
+def test_torch_dependencies_are_judged_for_linux_on_aarch64(tmp_path):
+    import zipfile
+
+    wheel = tmp_path / "torch-2.9.1-cp311-cp311-manylinux_2_28_aarch64.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr(
+            "torch-2.9.1.dist-info/METADATA",
+            "Name: torch\nRequires-Dist: filelock\n"
+            'Requires-Dist: nvidia-cudnn-cu12==9.10.2.21; platform_machine == "x86_64"\n'
+            'Requires-Dist: sympy>=1.13.3\nRequires-Dist: opt-einsum>=3.3; extra == "opt-einsum"\n',
+        )
+    assert docker_images._torch_dependencies(wheel) == ["filelock", "sympy>=1.13.3"]
