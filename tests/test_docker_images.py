@@ -1,6 +1,6 @@
 """scripts/docker_images.py without a Docker engine: where the base comes from, what the
 wheelhouse holds, and that the env file it writes names exactly what the compose files read.
-The build itself runs in tests/docker/test_federation.py."""
+The build itself runs in tests/docker/test_compose_federation.py."""
 
 from __future__ import annotations
 
