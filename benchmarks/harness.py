@@ -12,10 +12,7 @@ from typing import Any
 
 from flwr.app import Message
 
-from client_app.app import app as client_app
-from server_app.config import DEFAULTS, load_config
-from server_app.local_grid import InProcessGrid
-from server_app.runner import run_experiment
+from bouquet.grid import run_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results"
@@ -29,20 +26,10 @@ def run_in_process(
 ) -> dict[str, Any]:
     """One experiment through the in-process grid (Fashion-MNIST unless overridden), started
     afresh; returns its summary plus wall seconds. ``reply_hook`` rewrites replies (attacks)."""
-    cfg = load_config(
-        {
-            **DEFAULTS,
-            "dataset": "fmnist",
-            "num-partitions": clients,
-            "output-dir": str(OUT / "runs"),
-            "run-name": run_name,
-            **overrides,
-        }
-    )
     shutil.rmtree(OUT / "runs" / run_name, ignore_errors=True)  # never read a stale run
-    nodes = [{"partition-id": i, "num-partitions": clients} for i in range(clients)]
+    settings = {"dataset": "fmnist", "num-partitions": clients, "run-name": run_name, **overrides}
     t0 = time.time()
-    summary = run_experiment(InProcessGrid(client_app, nodes, reply_hook=reply_hook), cfg)
+    summary = run_cell(settings, str(OUT / "runs"), reply_hook=reply_hook)
     return {**summary, "wall-seconds": round(time.time() - t0, 1)}
 
 

@@ -32,7 +32,7 @@ class Run:
     @property
     def metric(self) -> str:
         """The score its strategy reported (accuracy for classifiers, fid-proxy for PRISM)."""
-        return "accuracy" if "final-accuracy" in self.summary else _score_of(self.summary)
+        return score_name(self.summary)
 
     def value(self, statistic: str, last_k: int = 3) -> float:
         """``final``, ``best`` or ``last-k`` (mean of the last k rounds) of the score."""
@@ -48,9 +48,16 @@ class Run:
         return total / max(1, self.summary.get("rounds-completed", 0))
 
 
-def _score_of(summary: dict[str, Any]) -> str:
-    names = [k[len("final-") :] for k in summary if k.startswith("final-") and k != "final-loss"]
-    names = [n for n in names if n != "per-model"]
+def score_name(summary: dict[str, Any]) -> str:
+    """The score a summary reports as ``final-<score>``: accuracy for the classifiers, the
+    strategy's own metric otherwise (the loss and the per-model table are not scores)."""
+    if "final-accuracy" in summary:
+        return "accuracy"
+    names = [
+        k[len("final-") :]
+        for k in summary
+        if k.startswith("final-") and k not in ("final-loss", "final-per-model")
+    ]
     if not names:
         raise ValueError("summary.json names no final score (final-<metric>)")
     return names[0]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 def project_root(start: Path | None = None) -> Path:
     """The checkout that holds the Flower app (a pyproject.toml with ``[tool.flwr.app]``)."""
-    for folder in [p for q in (start or Path.cwd(),) for p in (q, *q.parents)]:
+    here = start or Path.cwd()
+    for folder in (here, *here.parents):
         pyproject = folder / "pyproject.toml"
         if pyproject.is_file() and "[tool.flwr.app]" in pyproject.read_text():
             return folder
@@ -25,8 +26,7 @@ def set_flower_environment(root: Path) -> None:
     os.environ.setdefault("FLWR_HOME", str(root / ".flwr_home"))
     os.environ.setdefault("BOUQUET_DATA_DIR", str(root / ".data"))
     os.environ.setdefault("BOUQUET_OUTPUT_ROOT", str(root))
-    for key in ("FLWR_TELEMETRY_ENABLED",):
-        os.environ[key] = "0"
+    os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
     for key in ("FLWR_DISABLE_UPDATE_CHECK", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"):
         os.environ[key] = "1"
     # flwr and the SuperLink it spawns live next to this interpreter (the project's venv).

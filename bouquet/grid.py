@@ -32,11 +32,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-SUMMARY_NOT_SCORES = ("final-loss", "final-per-model")
+if TYPE_CHECKING:
+    from flwr.app import Message
+
 GRID_KEYS = {"name", "experiment", "settings", "sweep", "seeds", "output-dir"}
 
 
@@ -135,10 +137,10 @@ def cell_status(run_dir: Path) -> str:
                 return "completed"
         except json.JSONDecodeError:
             pass
-    metrics = run_dir / "metrics.jsonl"
+    from server_app.outputs import has_completed_rounds
+
     checkpoint = run_dir / "checkpoints" / "last.npz"
-    rounds = metrics.is_file() and any('"round"' in ln for ln in metrics.read_text().splitlines())
-    if rounds and checkpoint.is_file():
+    if has_completed_rounds(run_dir / "metrics.jsonl") and checkpoint.is_file():
         return "resumable"
     return "failed" if (run_dir / "config.yaml").exists() else "new"
 
@@ -153,8 +155,14 @@ def _set_aside(run_dir: Path) -> Path:
     return target
 
 
-def run_cell(settings: dict[str, Any], output_dir: str, threads: int = 0) -> dict[str, Any]:
-    """Run one cell to completion in this process; returns its summary."""
+def run_cell(
+    settings: dict[str, Any],
+    output_dir: str,
+    threads: int = 0,
+    reply_hook: Callable[[Message, Message], Message] | None = None,
+) -> dict[str, Any]:
+    """Run one experiment to completion in this process, one in-process node per partition;
+    returns its summary. ``reply_hook`` rewrites replies (a benchmark's attacker)."""
     import torch
 
     from client_app.app import app as client_app
@@ -167,7 +175,7 @@ def run_cell(settings: dict[str, Any], output_dir: str, threads: int = 0) -> dic
     cfg = load_config({**settings, "output-dir": output_dir})
     n = int(cfg.num_partitions)
     nodes = [{"partition-id": i, "num-partitions": n} for i in range(n)]
-    return run_experiment(InProcessGrid(client_app, nodes), cfg)
+    return run_experiment(InProcessGrid(client_app, nodes, reply_hook=reply_hook), cfg)
 
 
 def plan(grid: Grid) -> Iterator[tuple[Cell, dict[str, Any]]]:
@@ -183,9 +191,7 @@ def plan(grid: Grid) -> Iterator[tuple[Cell, dict[str, Any]]]:
         yield cell, {**cell.settings, "resume": status == "resumable"}
 
 
-def run_grid(
-    grid: Grid, jobs: int = 1, on_done: Callable[[Cell, dict[str, Any]], None] | None = None
-) -> list[tuple[Cell, dict[str, Any] | BaseException]]:
+def run_grid(grid: Grid, jobs: int = 1) -> list[tuple[Cell, dict[str, Any] | BaseException]]:
     """Run what is left of ``grid``; ``jobs`` > 1 runs cells in parallel processes, dividing
     the cores between them. A failing cell is reported and the others go on."""
     todo = list(plan(grid))
@@ -207,8 +213,6 @@ def run_grid(
                 outcome = err
             results.append((cell, outcome))
             _report(cell, outcome, i, len(futures), time.time() - started)
-            if on_done and isinstance(outcome, dict):
-                on_done(cell, outcome)
     return results
 
 
@@ -217,8 +221,8 @@ def _report(cell: Cell, outcome: Any, i: int, n: int, elapsed: float) -> None:
     if isinstance(outcome, BaseException):
         what = f"FAILED: {type(outcome).__name__}: {outcome}"
     else:
-        score = next(
-            (k for k in outcome if k.startswith("final-") and k not in SUMMARY_NOT_SCORES), ""
-        )
+        from .compare import score_name
+
+        score = f"final-{score_name(outcome)}"
         what = f"{outcome.get('status')} {score} {outcome.get(score)}"
     print(f"[grid] {i}/{n} {cell.name}: {what} | {elapsed:.0f} s, ETA {eta:.0f} s", flush=True)

@@ -59,9 +59,8 @@ def teacher_features(
     todo = np.flatnonzero(rows < 0)
     # Saved chunk by chunk: an interrupted featurisation (a long one on a small device) keeps
     # what it had computed.
-    chunks = range(0, len(todo), CHUNK)
     progress = tqdm(total=len(todo), desc="teacher features", unit="img", disable=None)
-    for start in chunks:
+    for start in range(0, len(todo), CHUNK):
         chunk = todo[start : start + CHUNK]
         progress.update(len(chunk))
         fresh = teacher.features(images[chunk]).astype(np.float16)

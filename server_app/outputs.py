@@ -32,6 +32,13 @@ RESUMABLE_CHANGES = {
 }
 
 
+def has_completed_rounds(metrics_file: Path) -> bool:
+    """Whether a run's ``metrics.jsonl`` records at least one completed round (read only)."""
+    if not metrics_file.is_file():
+        return False
+    return any('"round"' in line for line in metrics_file.read_text().splitlines())
+
+
 class ResumeError(RuntimeError):
     """``resume=true`` cannot continue safely; the message says what to do."""
 
@@ -90,9 +97,7 @@ class RunDirectory:
 
     def has_metrics(self) -> bool:
         """Whether ``metrics.jsonl`` records at least one completed round (read only)."""
-        if not self.metrics_file.exists():
-            return False
-        return any('"round"' in line for line in self.metrics_file.read_text().splitlines())
+        return has_completed_rounds(self.metrics_file)
 
     def read_metrics(self, up_to_round: int) -> list[dict[str, Any]]:
         """Rows of completed rounds <= ``up_to_round``; later rows (written after the last

@@ -9,12 +9,11 @@ anywhere by itself.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from protocol.settings import ConfigError
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
 
@@ -56,15 +55,14 @@ class Trackers:
 
     def log_round(self, row: dict[str, Any], metric: str) -> None:
         values, step = scalars(row, metric), int(row["round"])
-        for tag, value in values.items():
-            if self._tb is not None:
+        if self._tb is not None:
+            for tag, value in values.items():
                 self._tb.add_scalar(tag, value, step)
+            self._tb.flush()
         if self._wandb is not None:
             self._wandb.log(values, step=step)
         if self._mlflow is not None:
             self._mlflow.log_metrics({t.replace("/", "."): v for t, v in values.items()}, step)
-        if self._tb is not None:
-            self._tb.flush()
 
     def log_images(self, name: str, images: np.ndarray, step: int) -> None:
         """uint8 images (N, C, H, W), e.g. a generator's samples."""
@@ -81,9 +79,6 @@ class Trackers:
 
 
 def _optional(module: str) -> Any:
-    try:
-        return __import__(module)
-    except ImportError as err:
-        raise ConfigError(
-            f'trackers names {module}, which is not installed: pip install "bouquet[{module}]"'
-        ) from err
+    """An optional tracker's module; config validation (check_trackers) already refused a
+    tracker that is not installed, with the pip command that installs it."""
+    return importlib.import_module(module)
