@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,18 +36,13 @@ def _toml(overrides: dict) -> str:
     return " ".join(f"{k}={value(v)}" for k, v in overrides.items())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Federation:
     """scripts/deploy.py with its own state, certificates, ports and FLWR_HOME."""
 
     def __init__(
         self,
         tmp: Path,
+        free_ports: Callable[[int], list[int]],
         *,
         insecure: bool = False,
         isolation: str = "subprocess",
@@ -60,7 +55,9 @@ class Federation:
             "BOUQUET_OUTPUT_ROOT": str(tmp),
             "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ['PATH']}",
         }
-        self.http, self.fleet, self.node_base = _free_port(), _free_port(), _free_port()
+        self.free_ports = free_ports
+        self.http, self.fleet = free_ports(1)[0], free_ports(1)[0]
+        self.node_base = free_ports(8)[0]  # SuperNode i listens on node_base + i
         self.common = [
             "--state",
             str(tmp / "state"),
@@ -140,6 +137,14 @@ class Federation:
             with socket.socket() as s:
                 assert s.connect_ex(("127.0.0.1", self.http)) != 0  # no SuperLink outlives it
 
+    def logs(self, pattern: str) -> str:
+        """The tails of the logs of the processes named like ``pattern``, for a failure."""
+        tails = [
+            f"--- {f.name}\n{f.read_text(errors='replace')[-2000:]}"
+            for f in sorted((self.tmp / "state" / "logs").glob(f"{pattern}.log"))
+        ]
+        return "\n".join(tails)
+
     def pids(self) -> dict[str, int]:
         out = {}
         for f in (self.tmp / "state" / "pids").glob("*.pid"):
@@ -148,7 +153,7 @@ class Federation:
 
 
 @pytest.fixture
-def tls_federation(tmp_path):
+def tls_federation(tmp_path, free_ports):
     done = subprocess.run(
         [PY, "scripts/certs.py", "--out", str(tmp_path / "certs"), "--supernodes", "3"],
         cwd=ROOT,
@@ -156,7 +161,7 @@ def tls_federation(tmp_path):
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    fed = Federation(tmp_path, node_poll=0.25)  # SuperNodes via scripts/fast_supernode.py
+    fed = Federation(tmp_path, free_ports, node_poll=0.25)  # SuperNodes: fast_supernode.py
     with fed.stopped_after():
         up = fed.deploy("up", "--supernodes", "2")
         assert up.returncode == 0, up.stdout + up.stderr
@@ -184,7 +189,7 @@ def _supernode(fed: Federation, log: Path, *extra: str) -> tuple[int, str]:
         "--host",
         "127.0.0.1",
         "--port",
-        str(_free_port()),
+        str(fed.free_ports(1)[0]),
         "--node-config",
         "partition-id=2 num-partitions=3",
         "--max-retries",
@@ -242,9 +247,9 @@ def test_tls_federation_runs_and_rejects_strangers(tls_federation):
 
 
 @pytest.fixture
-def plain_federation(tmp_path):
+def plain_federation(tmp_path, free_ports):
     """Three insecure SuperNodes (the fault tests need no TLS; it is tested above)."""
-    fed = Federation(tmp_path, insecure=True)
+    fed = Federation(tmp_path, free_ports, insecure=True)
     with fed.stopped_after():
         up = fed.deploy("up", "--supernodes", "3")
         assert up.returncode == 0, up.stdout + up.stderr
@@ -321,10 +326,10 @@ def test_resume_after_the_serverapp_is_killed(plain_federation):
     assert [r["round"] for r in rows] == [1, 2, 3]  # round 1 was not repeated
 
 
-def test_process_isolation_runs_the_docker_topology_natively(tmp_path):
+def test_process_isolation_runs_the_docker_topology_natively(tmp_path, free_ports):
     """SuperLink and SuperNodes spawn no executor: separate long-running SuperExecs start the
     ServerApp and ClientApp processes, as the docker-compose services do."""
-    fed = Federation(tmp_path, insecure=True, isolation="process")
+    fed = Federation(tmp_path, free_ports, insecure=True, isolation="process")
     with fed.stopped_after():
         up = fed.deploy("up", "--supernodes", "2")
         assert up.returncode == 0, up.stdout + up.stderr
@@ -380,11 +385,11 @@ def _online(fed: Federation) -> list[str]:
     return [n["node-id"] for n in fed.flwr("supernode", "ls")["nodes"] if n["status"] == "online"]
 
 
-def test_malformed_replies_are_dropped_in_a_deployed_run(tmp_path):
+def test_malformed_replies_are_dropped_in_a_deployed_run(tmp_path, free_ports):
     """Two honest SuperNodes and two bad actors (NaN weights, a wrong shape), each started on
     its own as on separate hosts: the bad replies are dropped and logged by name, every round
     aggregates the honest two, and the model still learns."""
-    fed = Federation(tmp_path, insecure=True)
+    fed = Federation(tmp_path, free_ports, insecure=True)
     with fed.stopped_after():
         assert fed.deploy("superlink").returncode == 0
         faults = ["", "", 'inject-fault="nan"', 'inject-fault="wrong-shape"']
@@ -395,7 +400,7 @@ def test_malformed_replies_are_dropped_in_a_deployed_run(tmp_path):
         deadline = time.monotonic() + 60
         while len(_online(fed)) < 4 and time.monotonic() < deadline:
             time.sleep(1.0)
-        assert len(_online(fed)) == 4
+        assert len(_online(fed)) == 4, fed.logs("supernode-*")
         done = fed.submit(
             'dataset="digits" num-server-rounds=2 local-steps=10 run-name="bad" min-nodes=2'
         )
@@ -463,14 +468,14 @@ def namespaces():
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def test_federation_across_network_namespaces_over_tls(namespaces, tmp_path):
+def test_federation_across_network_namespaces_over_tls(namespaces, tmp_path, free_ports):
     """The SuperLink and each SuperNode in separate network namespaces (separate hosts as far
     as the network goes), over gRPC with TLS and node authentication."""
     link, nodes = namespaces
     sans = ["--san", "127.0.0.1", "--san", "10.231.0.1", "--san", "10.231.1.1"]
     certs = [PY, "scripts/certs.py", "--out", str(tmp_path / "certs"), "--supernodes", "2"]
     assert subprocess.run([*certs, *sans], cwd=ROOT, capture_output=True).returncode == 0
-    fed = Federation(tmp_path, node_poll=0.25)
+    fed = Federation(tmp_path, free_ports, node_poll=0.25)
     with fed.stopped_after():
         # The SuperLink listens on every interface of its namespace; the CLI reaches it on
         # that namespace's 127.0.0.1.
@@ -521,9 +526,9 @@ METHODS = {
 
 
 @pytest.fixture(scope="module")
-def parity_federation(tmp_path_factory):
+def parity_federation(tmp_path_factory, free_ports):
     tmp = tmp_path_factory.mktemp("parity")
-    fed = Federation(tmp, insecure=True, node_poll=0.25)
+    fed = Federation(tmp, free_ports, insecure=True, node_poll=0.25)
     with fed.stopped_after():
         up = fed.deploy("up", "--supernodes", "2")
         assert up.returncode == 0, up.stdout + up.stderr

@@ -19,12 +19,6 @@ from federated_data.sources import DatasetUnavailableError, load_source
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _env(tmp_path: Path, port: str) -> dict[str, str]:
     """A project-local Flower home, its own local SuperLink port and outputs under tmp_path."""
     return {
@@ -53,14 +47,14 @@ def _env(tmp_path: Path, port: str) -> dict[str, str]:
     ],
     ids=["fedavg", "fmd", "mosaic", "prism"],
 )
-def test_flwr_run_simulation_completes_and_writes_outputs(tmp_path, method_config):
+def test_flwr_run_simulation_completes_and_writes_outputs(tmp_path, method_config, free_ports):
     try:
         load_source("fmnist")
     except DatasetUnavailableError as err:
         if os.environ.get("CI"):
             raise  # the test command provisions Fashion-MNIST; missing data is a CI failure
         pytest.skip(str(err))
-    port = str(_free_port())
+    port = str(free_ports(1)[0])
     env = _env(tmp_path, port)
     run_config = (
         f'train-subset=3000 num-server-rounds=2 local-steps=20 run-name="smoke" {method_config}'
@@ -112,8 +106,8 @@ def test_flwr_run_simulation_completes_and_writes_outputs(tmp_path, method_confi
 
 
 @pytest.mark.flwr_run
-def test_a_failing_run_is_reported_as_failed(tmp_path):
-    env = _env(tmp_path, str(_free_port()))
+def test_a_failing_run_is_reported_as_failed(tmp_path, free_ports):
+    env = _env(tmp_path, str(free_ports(1)[0]))
     # cifar10 is online-only: the ServerApp raises before round 1, `flwr run` still exits 0.
     done = subprocess.run(
         [
@@ -137,12 +131,12 @@ def test_a_failing_run_is_reported_as_failed(tmp_path):
 
 
 @pytest.mark.flwr_run
-def test_an_explicit_value_equal_to_its_default_beats_the_experiment_file(tmp_path):
+def test_an_explicit_value_equal_to_its_default_beats_the_experiment_file(tmp_path, free_ports):
     """Flower merges defaults and --run-config before the ServerApp sees them; the explicit
     method="fedavg" (the default) must still win over the file's method: fedprox."""
     experiment = tmp_path / "exp.yaml"
     experiment.write_text("method: fedprox\nproximal-mu: 0.3\nlocal-steps: 5\n")
-    env = _env(tmp_path, str(_free_port()))
+    env = _env(tmp_path, str(free_ports(1)[0]))
     run_config = (
         f'experiment="{experiment}" method="fedavg" dataset="digits" num-server-rounds=1 '
         'run-name="precedence"'

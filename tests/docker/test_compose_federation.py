@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -85,20 +84,14 @@ def images(engine) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Stack:
     """One compose project with its own directories, ports, certificates and FLWR_HOME."""
 
-    def __init__(self, tmp: Path, images: dict[str, str], supernodes: int) -> None:
+    def __init__(self, tmp: Path, images: dict[str, str], supernodes: int, port: int) -> None:
         self.tmp = tmp
         for name in ("data", "outputs", "state", "flwr_home"):
             (tmp / name).mkdir()
-        self.port = _free_port()
+        self.port = port
         self.env = {
             **os.environ,
             **images,
@@ -256,8 +249,8 @@ class Stack:
 
 
 @pytest.fixture
-def stack(images, tmp_path) -> Iterator[Stack]:
-    s = Stack(tmp_path, images, supernodes=3)
+def stack(images, tmp_path, free_ports) -> Iterator[Stack]:
+    s = Stack(tmp_path, images, supernodes=3, port=free_ports(1)[0])
     try:
         yield s
     finally:
@@ -329,13 +322,13 @@ def yaml_command_with_fault(project: str, service: str) -> list[str]:
     return command
 
 
-def test_distributed_server_and_clients_with_an_edge_node(images, tmp_path):
+def test_distributed_server_and_clients_with_an_edge_node(images, tmp_path, free_ports):
     """docker/distributed/server.yml with one distributed/client.yml device and one edge image
     device, each joined to the server's network as a remote host would reach it.
     ``BOUQUET_TEST_EDGE_IMAGE=bouquet-edge:arm64`` runs the device on the arm64 image instead
     (``scripts/docker_images.py --arch arm64``; emulated through qemu on an x86 host)."""
     edge_image = os.environ.get("BOUQUET_TEST_EDGE_IMAGE", images["EDGE_IMAGE"])
-    s = Stack(tmp_path, images, supernodes=2)
+    s = Stack(tmp_path, images, supernodes=2, port=free_ports(1)[0])
     server = f"bouquet-test-server-{os.getpid()}"
     edge = f"{server}-edge"
     join = tmp_path / "join.yml"
