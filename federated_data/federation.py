@@ -21,7 +21,7 @@ from protocol.settings import Section, Setting
 from .atomic import save_npz
 from .partition import PARTITIONERS, label_counts, partition_indices
 from .sources import SOURCES, ImageSplits, default_data_dir, load_source
-from .splits import carve_public
+from .splits import balanced_holdout, carve_public
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,13 @@ DATA_SETTINGS = Section(
             high=0.9,
         ),
         Setting(
+            "gate-per-class",
+            0,
+            "labelled training images per class the server keeps for aggregation's loss-gate "
+            "(taken out of the clients' pool; 0 = none)",
+            low=0,
+        ),
+        Setting(
             "data-dir", "", "dataset and cache directory (default: $BOUQUET_DATA_DIR or .data)"
         ),
         Setting("download", False, "allow downloading the online datasets and weights"),
@@ -88,6 +95,7 @@ class DataSpec:
     min_partition_size: int = DATA_SETTINGS.default("min-partition-size")
     train_subset: int = DATA_SETTINGS.default("train-subset")
     public_fraction: float = DATA_SETTINGS.default("public-fraction")
+    gate_per_class: int = DATA_SETTINGS.default("gate-per-class")
     seed: int = 0  # the run's seed
     data_dir: str = DATA_SETTINGS.default("data-dir")
     download: bool = DATA_SETTINGS.default("download")
@@ -136,7 +144,7 @@ class Federation:
     def __init__(self, spec: DataSpec) -> None:
         self.spec = spec
         self.source: ImageSplits = load_source(spec.dataset, spec.data_dir, spec.download)
-        self.pool, self.public_idx = self._training_pool()
+        self.pool, self.public_idx, self.gate_idx = self._training_pool()
         self._parts: list[np.ndarray] | None = None
 
     @property
@@ -168,6 +176,13 @@ class Federation:
         idx = self.public_idx
         return ArrayDataset(self.source.x_train[idx], self.source.y_train[idx])
 
+    @property
+    def gate(self) -> ArrayDataset:
+        """Labelled split the server checks new aggregates on (never trained on; empty unless
+        ``gate-per-class`` > 0)."""
+        idx = self.gate_idx
+        return ArrayDataset(self.source.x_train[idx], self.source.y_train[idx])
+
     def partitions(self) -> list[np.ndarray]:
         """Index arrays into the source's training split, one per client."""
         if self._parts is None:
@@ -186,15 +201,24 @@ class Federation:
 
     # ----------------------------------------------------------------- internals
 
-    def _training_pool(self) -> tuple[np.ndarray, np.ndarray]:
-        """Training indices left after the optional subset and the public carve-out."""
+    def _training_pool(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(clients' pool, public split, gate split): training indices after the optional
+        subset, the public carve-out and the server's balanced gate split."""
         n = len(self.source.y_train)
         rng = np.random.default_rng(self.spec.seed)
         pool = np.arange(n)
         if 0 < self.spec.train_subset < n:
             pool = np.sort(rng.permutation(n)[: self.spec.train_subset])
         public, private = carve_public(pool, self.spec.public_fraction, self.spec.seed + 1)
-        return private, public
+        gate = np.empty(0, dtype=private.dtype)
+        if self.spec.gate_per_class > 0:
+            labels = self.source.y_train[private]
+            try:
+                held, rest = balanced_holdout(labels, self.spec.gate_per_class, self.spec.seed + 2)
+            except ValueError as err:
+                raise ValueError(f"gate-per-class={self.spec.gate_per_class}: {err}") from err
+            gate, private = private[held], private[rest]
+        return private, public, gate
 
     def _cache_path(self) -> Path:
         return self.cache_dir / "partitions" / f"{self.spec.partition_key()}.npz"

@@ -13,7 +13,7 @@ anything by them).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -107,6 +107,8 @@ class Section:
     name: str
     settings: tuple[Setting, ...]
     doc: str = ""
+    # Checks across this section's keys (and any other resolved value); raises ConfigError.
+    check: Callable[[Mapping[str, Any]], None] | None = None
 
     def __getitem__(self, key: str) -> Setting:
         for setting in self.settings:

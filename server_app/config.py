@@ -57,6 +57,12 @@ RUN_SETTINGS = Section(
             high=60.0,
             low_open=True,
         ),
+        Setting(
+            "max-reply-mb",
+            1024.0,
+            "drop a reply larger than this many MiB before decoding its arrays (0 = no bound)",
+            low=0.0,
+        ),
         Setting("seed", 0, "root of every random choice (data, sampling, initial weights)"),
         Setting(
             "output-dir",
@@ -218,7 +224,8 @@ def validate(values: Mapping[str, Any]) -> ExperimentConfig:
             f"clients-per-round={out['clients-per-round']} is below min-nodes={out['min-nodes']}"
         )
     check_trackers(out["trackers"])
-    check = METHODS[out["method"]].check
-    if check is not None:
-        check(out)
+    method = METHODS[out["method"]]
+    for check in [s.check for s in method.sections] + [method.check]:
+        if check is not None:
+            check(out)
     return ExperimentConfig(out)

@@ -27,6 +27,7 @@ RESUMABLE_CHANGES = {
     "resume",
     "num-server-rounds",
     "round-timeout",
+    "max-reply-mb",
     "min-nodes",
     "experiment",
 }

@@ -68,6 +68,7 @@ def build_strategy(
         "clients_per_round": cfg.clients_per_round,
         "round_timeout": cfg.round_timeout,
         "poll_interval": cfg.poll_interval,
+        "max_reply_bytes": int(cfg.max_reply_mb * 2**20),
         "seed": cfg.seed,
     }
     return METHODS[cfg.method].build(cfg, fed, device, common)

@@ -148,6 +148,9 @@ class FederatedStrategy(ABC):
         Seconds to wait for the replies of one phase; missing replies count as failures.
     poll_interval : float (default: 0.1)
         Seconds between pulls for replies (Flower's ``Grid.send_and_receive`` uses 3 s).
+    max_reply_bytes : int (default: 0)
+        A reply whose serialised content is larger is dropped before any of its arrays is
+        decoded; 0 = no bound of ours (gRPC's 2 GiB message limit still holds).
     seed : int (default: 0)
         Root of every server-side random choice (sampling, initial weights, distillation).
     """
@@ -167,6 +170,7 @@ class FederatedStrategy(ABC):
         clients_per_round: int = 0,
         round_timeout: float = 600.0,
         poll_interval: float = POLL_INTERVAL,
+        max_reply_bytes: int = 0,
         seed: int = 0,
     ) -> None:
         self.model_fn = model_fn
@@ -175,6 +179,7 @@ class FederatedStrategy(ABC):
         self.clients_per_round = clients_per_round
         self.round_timeout = round_timeout
         self.poll_interval = poll_interval
+        self.max_reply_bytes = max_reply_bytes
         self.seed = seed
         self.nodes: dict[int, NodeInfo] = {}  # node id -> info, learnt lazily
 
@@ -389,8 +394,8 @@ class FederatedStrategy(ABC):
                 )
         return ex
 
-    @staticmethod
     def _accept(
+        self,
         ex: Exchange,
         node_id: int,
         reply: Message,
@@ -408,6 +413,7 @@ class FederatedStrategy(ABC):
             ex.error_codes[node_id] = int(reply.error.code)
         try:
             check_no_error(reply)
+            self._check_size(ex.bytes_up.get(node_id, 0))
             ex.replies[node_id] = parse(reply)
         except Exception as err:  # whatever one reply holds, it costs that reply, not the run
             reason = str(err) if isinstance(err, InvalidReply) else f"{type(err).__name__}: {err}"
@@ -419,6 +425,13 @@ class FederatedStrategy(ABC):
                 message_type,
                 node_id,
                 err,
+            )
+
+    def _check_size(self, size: int) -> None:
+        if self.max_reply_bytes and size > self.max_reply_bytes:
+            raise InvalidReply(
+                f"reply of {size / 2**20:.1f} MiB exceeds max-reply-mb="
+                f"{self.max_reply_bytes / 2**20:g}"
             )
 
     def phase(

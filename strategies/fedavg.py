@@ -6,6 +6,7 @@ averaged on its own (one global model per architecture); no knowledge crosses gr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from logging import INFO, WARNING
 from typing import Any
 
@@ -16,9 +17,10 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 from torch import nn
 
-from federated_data import Federation
+from federated_data import ArrayDataset, Federation
+from models.training import evaluate_classifier
 from protocol import ARRAYS_KEY, CONFIG_KEY, TRAIN, arrays_to_record
-from protocol.settings import Section, Setting
+from protocol.settings import ConfigError, Section, Setting
 
 from .aggregate import ROBUST_AGGREGATIONS, all_finite, clip_updates, robust_average
 from .base import Exchange, FederatedStrategy, RoundReport, require_choice
@@ -26,6 +28,19 @@ from .state import Arrays, ServerState
 from .validation import check_train_reply
 
 TrainReply = tuple[Arrays, int, dict[str, float]]
+
+
+def check_aggregation(values: Mapping[str, Any]) -> None:
+    if values["loss-gate"] > 0 and values["gate-per-class"] == 0:
+        raise ConfigError(
+            f"loss-gate={values['loss-gate']} checks aggregates on the server's gate split: "
+            "set gate-per-class > 0 (for example 20)"
+        )
+    if 0 < values["loss-gate"] <= 1:
+        raise ConfigError(
+            f"loss-gate={values['loss-gate']} would refuse aggregates that do not lower the "
+            "loss; it is a multiple of the previous loss, > 1 (for example 3)"
+        )
 
 
 AGGREGATION_SETTINGS = Section(
@@ -52,18 +67,28 @@ AGGREGATION_SETTINGS = Section(
             "(0 = off)",
             low=0.0,
         ),
+        Setting(
+            "loss-gate",
+            0.0,
+            "refuse a group aggregate whose loss on the server's gate split (gate-per-class) "
+            "exceeds this multiple of the previous model's (0 = off)",
+            low=0.0,
+        ),
     ),
     "Weight averaging of FedAvg, FedProx, FedDF, FMD and Mosaic. A group aggregate with NaN "
     "or Inf is never kept: the previous model stays and the drop is logged.",
+    check=check_aggregation,
 )
 
 
-def aggregation_settings(cfg: Any) -> dict[str, Any]:
+def aggregation_settings(cfg: Any, fed: Federation) -> dict[str, Any]:
     """FedAvg's keyword arguments from the run config's aggregation settings."""
     return {
         "aggregation": cfg.aggregation,
         "robust_fraction": cfg.robust_fraction,
         "update_clip": cfg.update_clip,
+        "loss_gate": cfg.loss_gate,
+        "gate_data": fed.gate if cfg.loss_gate > 0 else None,
     }
 
 
@@ -79,6 +104,11 @@ class FedAvg(FederatedStrategy):
         Share of clients the robust aggregations assume bad.
     update_clip : float (default: 0.0)
         Clip updates to this multiple of the median update norm; 0 = off.
+    loss_gate : float (default: 0.0)
+        Keep the previous model when the new aggregate's loss on ``gate_data`` exceeds this
+        multiple of the previous model's; 0 = off.
+    gate_data : ArrayDataset | None (default: None)
+        The server's labelled gate split (required when ``loss_gate`` > 0).
     **kwargs
         The base strategy's arguments.
     """
@@ -95,13 +125,19 @@ class FedAvg(FederatedStrategy):
         aggregation: str = "mean",
         robust_fraction: float = 0.2,
         update_clip: float = 0.0,
+        loss_gate: float = 0.0,
+        gate_data: ArrayDataset | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         require_choice("aggregation", aggregation, ROBUST_AGGREGATIONS)
+        if loss_gate > 0 and (gate_data is None or len(gate_data) == 0):
+            raise ValueError("loss_gate > 0 needs gate_data (the server's labelled gate split)")
         self.aggregation = aggregation
         self.robust_fraction = robust_fraction
         self.update_clip = update_clip
+        self.loss_gate = loss_gate
+        self.gate_data = gate_data
 
     def train_config(self, server_round: int) -> dict[str, int | float | str | bool]:
         """Per-round config added to the node config; FedProx adds its ``proximal-mu``."""
@@ -142,20 +178,31 @@ class FedAvg(FederatedStrategy):
         server_round: int,
         report: RoundReport,
     ) -> None:
-        """The group's new global model; one with NaN or Inf is refused (previous kept)."""
+        """The group's new global model; one with NaN or Inf, or failing the loss gate, is
+        refused (the previous model is kept, so it is never checkpointed)."""
         models = clip_updates([a for a, _, _ in replies], state.models[arch], self.update_clip)
         weights = [n for _, n, _ in replies]
         new = robust_average(models, weights, self.aggregation, self.robust_fraction)
-        if not all_finite(new):
+        why = "holds NaN or Inf" if not all_finite(new) else self._gate(arch, new, state, report)
+        if why:
             log(
-                WARNING,
-                "Round %d: the %s aggregate holds NaN or Inf; the previous model is kept",
-                server_round,
-                arch,
+                WARNING, "Round %d: the %s aggregate %s; kept the previous", server_round, arch, why
             )
             report.metrics[f"rejected-aggregate/{arch}"] = 1.0
             return
         state.models[arch] = new
+
+    def _gate(self, arch: str, new: Arrays, state: ServerState, report: RoundReport) -> str:
+        """Why ``new`` fails the loss gate ("" when it passes or the gate is off)."""
+        if not self.loss_gate or self.gate_data is None:
+            return ""
+        x, y, cpu = self.gate_data.x, self.gate_data.y, torch.device("cpu")
+        before = evaluate_classifier(self.load_model(arch, state.models[arch]), x, y, cpu)["loss"]
+        after = evaluate_classifier(self.load_model(arch, new), x, y, cpu)["loss"]
+        report.metrics[f"gate-loss/{arch}"] = after
+        if np.isfinite(after) and after <= self.loss_gate * before:
+            return ""
+        return f"has gate loss {after:.3g} > loss-gate={self.loss_gate} x {before:.3g}"
 
     def after_aggregation(
         self,
@@ -230,4 +277,4 @@ class FedAvg(FederatedStrategy):
 
 
 def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any]) -> FedAvg:
-    return FedAvg(**aggregation_settings(cfg), **common)
+    return FedAvg(**aggregation_settings(cfg, fed), **common)

@@ -101,7 +101,7 @@ class FedDF(FedAvg):
 def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any]) -> FedDF:
     distillation = EnsembleDistillation.from_config(cfg, device)
     return FedDF(
-        public_x=fed.public.x, distillation=distillation, **aggregation_settings(cfg), **common
+        public_x=fed.public.x, distillation=distillation, **aggregation_settings(cfg, fed), **common
     )
 
 

@@ -38,10 +38,11 @@ from protocol.settings import ConfigError, Section, Setting
 
 from .base import FederatedStrategy, FederationError, RoundReport, require_choice
 from .state import ServerState
-from .topology import TOPOLOGIES, leave_one_out_means, neighbours
+from .topology import TOPOLOGIES, leave_one_out_means, neighbours, seed_agreement
 from .validation import InvalidReply, check_num_examples
 
 RELAYS = ("loo-mean", "full")
+PEER_WEIGHTINGS = ("uniform", "agreement")
 POSTERIOR_DTYPES = ("float32", "float16")
 ALIGNMENTS = ("none", "mldg", "fo-cos")
 SEED_SOURCES = ("donated", "public")
@@ -80,6 +81,13 @@ FEDH2L_SETTINGS = Section(
             choices=RELAYS,
         ),
         Setting(
+            "peer-weighting",
+            "uniform",
+            "peers' posteriors count equally (the paper), or by their agreement with the seed "
+            "labels above chance (a defence: uniform or adversarial posteriors weigh 0)",
+            choices=PEER_WEIGHTINGS,
+        ),
+        Setting(
             "posterior-dtype",
             "float32",
             "float16 halves the posterior traffic",
@@ -114,6 +122,9 @@ class FedH2L(FederatedStrategy):
         ``loo-mean`` sends one matrix (exact for equal peer weights), ``full`` every peer's.
     posterior_dtype : str (default: "float32")
         ``float16`` halves the posterior traffic.
+    peer_weighting : str (default: "uniform")
+        ``uniform`` (the paper) or ``agreement``: each peer's matrix in the leave-one-out mean
+        weighted by :func:`strategies.topology.seed_agreement` on the labelled seed rows.
     public_x : np.ndarray | None (default: None)
         When given, the seed set is ``seed_per_class x num_classes`` of these unlabelled public
         images (FedMD-style) instead of labelled donations; clients then drop CE(seed).
@@ -130,11 +141,14 @@ class FedH2L(FederatedStrategy):
         degree: int = 2,
         relay: str = "loo-mean",
         posterior_dtype: str = "float32",
+        peer_weighting: str = "uniform",
         public_x: np.ndarray | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         require_choice("relay", relay, RELAYS)
+        require_choice("peer-weighting", peer_weighting, PEER_WEIGHTINGS)
+        self.peer_weighting = peer_weighting
         self.num_classes = num_classes
         self.seed_per_class = seed_per_class
         self.topology = topology
@@ -177,8 +191,12 @@ class FedH2L(FederatedStrategy):
             server_round=server_round,
         )
         previous = {int(k.split("/")[1]): v for k, v in state.data.items() if k.startswith("post/")}
+        weights = self._peer_weights(state, previous)
+        if weights is not None:
+            report.metrics["min-peer-weight"] = min(weights.values(), default=1.0)
         payloads = {
-            n: self._payload(state, n, pid[n], graph, previous, server_round) for n in participants
+            n: self._payload(state, n, pid[n], graph, previous, weights, server_round)
+            for n in participants
         }
         num_seed = len(state.data.get("seed/y", ()))
         ex = self.phase(
@@ -205,7 +223,7 @@ class FedH2L(FederatedStrategy):
                 state.data[f"post/{pid[n]}"] = posteriors
             client_metrics[f"p{pid[n]}-{self.nodes[n].architecture}"] = metrics
         state.extra["client-metrics"] = client_metrics
-        report.metrics = _round_metrics(client_metrics)
+        report.metrics.update(_round_metrics(client_metrics))
         state.round = server_round
         return state, report
 
@@ -277,6 +295,7 @@ class FedH2L(FederatedStrategy):
         partition: int,
         graph: dict[int, list[int]],
         previous: dict[int, np.ndarray],
+        weights: dict[int, float] | None,
         server_round: int,
     ) -> RecordDict:
         content = RecordDict({CONFIG_KEY: self._config(server_round)})
@@ -288,13 +307,25 @@ class FedH2L(FederatedStrategy):
         if peers:
             dtype = np.dtype(self.posterior_dtype)
             if self.relay == "loo-mean":
-                mean = leave_one_out_means({q: previous[q] for q in peers}, {partition: peers})
-                content[PEERS_KEY] = arrays_to_record({"mean": mean[partition].astype(dtype)})
+                mean = leave_one_out_means(
+                    {q: previous[q] for q in peers}, {partition: peers}, weights
+                )
+                if partition in mean:  # absent when every peer weighs 0
+                    content[PEERS_KEY] = arrays_to_record({"mean": mean[partition].astype(dtype)})
             else:
                 content[PEERS_KEY] = arrays_to_record(
                     {f"peer-{q}": previous[q].astype(dtype) for q in peers}
                 )
         return content
+
+    def _peer_weights(
+        self, state: ServerState, previous: dict[int, np.ndarray]
+    ) -> dict[int, float] | None:
+        """Per-partition weights of the posteriors relayed this round (None: uniform)."""
+        if self.peer_weighting == "uniform" or "seed/y" not in state.data:
+            return None
+        labels = state.data["seed/y"]
+        return {q: seed_agreement(p, labels, self.num_classes) for q, p in previous.items()}
 
     def _parse_donation(self, reply: Message) -> tuple[np.ndarray, np.ndarray]:
         record = reply.content[SEED_SET_KEY]
@@ -377,6 +408,7 @@ def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any
         degree=cfg.topology_degree,
         relay=cfg.relay,
         posterior_dtype=cfg.posterior_dtype,
+        peer_weighting=cfg.peer_weighting,
         public_x=fed.public.x if cfg.seed_source == "public" else None,
         **common,
     )
@@ -391,6 +423,15 @@ def check_settings(values: Mapping[str, Any]) -> None:
         raise ConfigError(
             "seed-source='public' draws the seed set from the public split: set "
             "public-fraction in (0, 0.9]"
+        )
+    if values["peer-weighting"] == "agreement" and values["relay"] != "loo-mean":
+        raise ConfigError(
+            "peer-weighting='agreement' weights the leave-one-out mean: it needs relay='loo-mean'"
+        )
+    if values["peer-weighting"] == "agreement" and values["seed-source"] == "public":
+        raise ConfigError(
+            "peer-weighting='agreement' scores peers against the seed labels; the public seed "
+            "set has none (use seed-source='donated')"
         )
     if values["topology-degree"] % 2:
         raise ConfigError(f"topology-degree={values['topology-degree']} must be even")

@@ -50,4 +50,4 @@ class FedProx(FedAvg):
 
 
 def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any]) -> FedProx:
-    return FedProx(proximal_mu=cfg.proximal_mu, **aggregation_settings(cfg), **common)
+    return FedProx(proximal_mu=cfg.proximal_mu, **aggregation_settings(cfg, fed), **common)

@@ -350,7 +350,7 @@ def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any
         **teacher_inputs(cfg, fed, device),
         public_x=fed.public.x,
         distillation=EnsembleDistillation.from_config(cfg, device),
-        **aggregation_settings(cfg),
+        **aggregation_settings(cfg, fed),
         **common,
     )
 

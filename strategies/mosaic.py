@@ -666,7 +666,7 @@ def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any
         pool_size=cfg.mosaic_pool_size,
         distillation=EnsembleDistillation.from_config(cfg, device),
         device=device,
-        **aggregation_settings(cfg),
+        **aggregation_settings(cfg, fed),
         **common,
     )
 

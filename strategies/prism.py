@@ -134,6 +134,14 @@ PRISM_SETTINGS = Section(
             low_open=True,
             travel="method",
         ),
+        Setting(
+            "prism-density-bound",
+            0.0,
+            "drop a mask whose share of ones differs from the density the sent scores expect "
+            "by more than this (0 = off, the paper; a defence against all-ones/all-zeros masks)",
+            low=0.0,
+            high=1.0,
+        ),
         Setting("prism-eval-samples", 2000, "generated images scored per evaluation", low=10),
         Setting(
             "prism-sample-every",
@@ -317,6 +325,9 @@ class PRISM(GenerativeStrategy):
     final_mask : str (default: "sample")
         How the exported (and evaluated) generator fixes its mask: one ``sample`` with the
         run's seed, or ``threshold`` (theta > 0.5).
+    density_bound : float (default: 0.0)
+        Drop a mask whose density is further than this from the mean of the sent theta (the
+        density an honest client's sample has, up to one round of local training); 0 = off.
     """
 
     name = "prism"
@@ -327,9 +338,12 @@ class PRISM(GenerativeStrategy):
         aggregation: str = "mada",
         downlink: str = "scores",
         final_mask: str = "sample",
+        density_bound: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.density_bound = density_bound
+        self._expected_density = 0.5  # the mean theta of the scores sent this round
         require_choice("prism-aggregation", aggregation, AGGREGATIONS)
         require_choice("prism-downlink", downlink, DOWNLINKS)
         require_choice("prism-final-mask", final_mask, FINAL_MASKS)
@@ -369,6 +383,8 @@ class PRISM(GenerativeStrategy):
         report = RoundReport()
         participants = self.select_participants(grid, server_round, report)
         scores = self.scores(state)
+        previous = flat(scores, self._template)
+        self._expected_density = float(sigmoid(previous).mean())
         if self.downlink == "scores":
             down = {SCORES_KEY: arrays_to_record(scores)}
         else:
@@ -386,7 +402,6 @@ class PRISM(GenerativeStrategy):
         bits = np.stack([ex.replies[n][0] for n in order])
         theta_agg = smoothed_mean(bits)
         rng = np.random.default_rng([self.seed, server_round, 0x3ADA])
-        previous = flat(scores, self._template)
         new, d = aggregate_scores(previous, theta_agg, self.aggregation, rng)
         for name, arr in unflat(new, self._template).items():
             state.data[f"scores/{name}"] = arr
@@ -414,6 +429,12 @@ class PRISM(GenerativeStrategy):
             bits = unpack_mask(packed, self.num_weights)
         except ValueError as err:
             raise InvalidReply(str(err)) from err
+        density = float(bits.mean())
+        if self.density_bound and abs(density - self._expected_density) > self.density_bound:
+            raise InvalidReply(
+                f"mask density {density:.3f} is more than prism-density-bound="
+                f"{self.density_bound} from the expected {self._expected_density:.3f}"
+            )
         check_num_examples(content[METRICS_KEY], self.known_examples(reply))
         metrics = {
             k: float(v) for k, v in content[METRICS_KEY].items() if isinstance(v, int | float)
@@ -531,6 +552,7 @@ def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any
         aggregation=cfg.prism_aggregation,
         downlink=cfg.prism_downlink,
         final_mask=cfg.prism_final_mask,
+        density_bound=cfg.prism_density_bound,
         **generative_inputs(cfg, fed),
         **common,
     )

@@ -44,9 +44,12 @@ def neighbours(
 
 
 def leave_one_out_means(
-    posteriors: dict[int, np.ndarray], graph: dict[int, list[int]]
+    posteriors: dict[int, np.ndarray],
+    graph: dict[int, list[int]],
+    weights: dict[int, float] | None = None,
 ) -> dict[int, np.ndarray]:
-    """For each participant, the mean of its peers' posterior matrices (peers that have one).
+    """For each participant, the mean of its peers' posterior matrices (peers that have one),
+    weighted by ``weights`` when given; a participant whose peers all weigh 0 gets none.
 
     With forward KL and equal peer weights this single matrix gives the same gradient as the
     full relay: the mean over peers of KL(P_j || p) differs from KL(mean_j P_j || p) only by
@@ -54,7 +57,21 @@ def leave_one_out_means(
     """
     out = {}
     for p, peers in graph.items():
-        have = [posteriors[q] for q in peers if q in posteriors]
-        if have:
-            out[p] = np.mean(np.stack(have).astype(np.float64), axis=0).astype(np.float32)
+        have = [q for q in peers if q in posteriors]
+        w = np.array([1.0 if weights is None else weights.get(q, 0.0) for q in have])
+        if have and w.sum() > 0:
+            stacked = np.stack([posteriors[q] for q in have]).astype(np.float64)
+            out[p] = np.tensordot(w / w.sum(), stacked, axes=1).astype(np.float32)
     return out
+
+
+def seed_agreement(posteriors: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+    """How far above chance a peer's posteriors agree with the seed set's labels, in [0, 1]:
+    0 at or below chance (uniform or adversarial rows), 1 when every labelled row's argmax is
+    its label. Unlabelled rows (label -1) are ignored; with none, every peer weighs 1."""
+    labelled = labels >= 0
+    if not labelled.any():
+        return 1.0
+    accuracy = float(np.mean(posteriors[labelled].argmax(1) == labels[labelled]))
+    chance = 1.0 / num_classes
+    return max(accuracy - chance, 0.0) / (1.0 - chance)

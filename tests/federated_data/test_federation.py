@@ -17,6 +17,18 @@ def test_partitions_exclude_public_split_and_test_is_untouched():
     assert len(fed.test) == 300
 
 
+def test_the_gate_split_is_balanced_labelled_and_no_client_holds_it():
+    fed = Federation(_spec(public_fraction=0.2, gate_per_class=5))
+    parts = np.concatenate(fed.partitions())
+    assert np.bincount(fed.gate.y).tolist() == [5] * 10
+    assert len(np.intersect1d(parts, fed.gate_idx)) == 0
+    assert len(np.intersect1d(fed.public_idx, fed.gate_idx)) == 0
+    assert len(parts) + len(fed.public_idx) + 50 == len(fed.source.y_train)
+    assert len(Federation(_spec()).gate) == 0
+    with pytest.raises(ValueError, match="gate-per-class=9999: class 0 has"):
+        Federation(_spec(gate_per_class=9999))
+
+
 def test_partitions_are_cached_and_identical_in_a_fresh_instance():
     spec = _spec(seed=11)
     first = Federation(spec).partitions()

@@ -182,3 +182,67 @@ def test_median_aggregation_survives_a_poisoned_model_the_mean_does_not(tmp_path
         run(tmp_path / "mean", nodes, hook=attack)
     median = run(tmp_path / "median", {**nodes, "aggregation": "median"}, hook=attack)
     assert median["status"] == "completed" and median["final-accuracy"] > 0.5
+
+
+def test_prism_masks_far_from_the_expected_density_are_dropped_under_a_bound(tmp_path):
+    def all_ones(content):
+        packed = content["mask"]["mask"].numpy()  # 418,192 weights: no padding bits
+        content["mask"] = ArrayRecord({"mask": Array(np.full_like(packed, 0xFF))})
+
+    prism = {
+        "method": "prism",
+        "num-server-rounds": 1,
+        "local-steps": 2,
+        "batch-size": 16,
+        "prism-eval-samples": 60,
+        "prism-judge-steps": 20,
+        "prism-density-bound": 0.2,
+    }
+    s = run(tmp_path, prism, hook=_rewrite("train.mask", 1, all_ones))
+    assert s["status"] == "completed"
+    row = rows(s)[0]
+    assert row["num-ok"] == 2
+    assert "mask density 1.000 is more than prism-density-bound=0.2" in row["dropped"]["1001"]
+
+
+def test_fedh2l_agreement_weighting_silences_a_uniform_posterior_peer(tmp_path):
+    def uniform(content):
+        p = content["posteriors"]["p"].numpy()
+        content["posteriors"] = ArrayRecord({"p": Array(np.full_like(p, 1.0 / p.shape[1]))})
+
+    attack = _rewrite("train.h2l", 0, uniform)
+    s = run(tmp_path, {"method": "fedh2l", "peer-weighting": "agreement"}, hook=attack)
+    assert s["status"] == "completed"
+    # round 2 relays round 1's posteriors: the uniform peer weighs 0, the honest ones > 0
+    assert rows(s)[1]["train"]["min-peer-weight"] == 0.0
+    with pytest.raises(ConfigError, match="relay='loo-mean'"):
+        run(tmp_path / "full", {"method": "fedh2l", "peer-weighting": "agreement", "relay": "full"})
+
+
+def test_the_loss_gate_keeps_the_previous_model_instead_of_a_poisoned_one(tmp_path):
+    nodes = {"num-partitions": 4, "alpha": 1.0, "num-server-rounds": 3}
+    gated = {**nodes, "loss-gate": 3.0, "gate-per-class": 10}
+    s = run(tmp_path, gated, hook=_rewrite("train", 1, _boost))
+    assert s["status"] == "completed"  # the mean alone ends this run (test above)
+    for row in rows(s):
+        assert row["train"]["rejected-aggregate/cnn-small"] == 1.0
+        assert np.isfinite(row["loss"])  # the model evaluated (and checkpointed) is the kept one
+    # the same gate lets an honest federation learn
+    honest = run(tmp_path / "honest", gated)
+    assert honest["final-accuracy"] > 0.5
+    assert all("rejected-aggregate/cnn-small" not in r["train"] for r in rows(honest))
+    with pytest.raises(ConfigError, match="gate-per-class > 0"):
+        run(tmp_path / "bad", {"loss-gate": 3.0})
+
+
+def test_a_reply_over_the_size_bound_is_dropped_before_its_arrays_are_decoded(tmp_path):
+    def bloat(content):
+        arrays = dict(content["arrays"].items())
+        arrays["extra"] = Array(np.zeros(2**20, np.float32))  # 4 MiB
+        content["arrays"] = ArrayRecord(arrays)
+
+    s = run(tmp_path, {"max-reply-mb": 2.0}, hook=_rewrite("train", 0, bloat))
+    assert s["status"] == "completed"
+    for row in rows(s):
+        assert row["num-ok"] == 2
+        assert "MiB exceeds max-reply-mb=2" in row["dropped"]["1000"]

@@ -6,7 +6,7 @@ from flwr.app import ArrayRecord
 from client_app.h2l import peer_kl
 from protocol import arrays_to_record
 from strategies.fedh2l import check_posteriors
-from strategies.topology import leave_one_out_means, neighbours
+from strategies.topology import leave_one_out_means, neighbours, seed_agreement
 from strategies.validation import InvalidReply
 
 
@@ -26,6 +26,26 @@ def test_server_loo_mean_is_the_mean_of_the_peers():
     graph = neighbours([0, 1, 2, 3], "complete")
     out = leave_one_out_means(post, graph)
     assert np.allclose(out[0], (1 + 2 + 3) / 3) and np.allclose(out[3], (0 + 1 + 2) / 3)
+
+
+def test_agreement_weights_silence_uniform_and_adversarial_peers():
+    labels = np.array([0, 1, 2, 0, 1, 2, -1])  # the last row is unlabelled: ignored
+    honest = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2, 0]]
+    flipped = np.eye(3, dtype=np.float32)[[1, 2, 0, 1, 2, 0, 0]]
+    uniform = np.full((7, 3), 1 / 3, np.float32)
+    assert seed_agreement(honest, labels, 3) == 1.0
+    assert seed_agreement(flipped, labels, 3) == 0.0
+    assert seed_agreement(uniform, labels, 3) == pytest.approx(0.0)  # argmax 0: chance level
+    assert seed_agreement(uniform, np.full(7, -1), 3) == 1.0  # unlabelled seed set: no judge
+
+    post = {0: honest, 1: flipped, 2: uniform, 3: honest * 0.5 + 0.5 / 3}
+    weights = {q: seed_agreement(p, labels, 3) for q, p in post.items()}
+    graph = neighbours([0, 1, 2, 3], "complete")
+    out = leave_one_out_means(post, graph, weights)
+    assert np.allclose(out[0], post[3]) and np.allclose(out[3], honest)  # only honest peers
+    assert np.allclose(leave_one_out_means(post, graph)[0], (flipped + uniform + post[3]) / 3)
+    # A receiver whose every peer weighs 0 gets no matrix at all.
+    assert 2 not in leave_one_out_means(post, {2: [1]}, weights)
 
 
 def test_topologies():
