@@ -23,13 +23,15 @@ def run_in_process(
     run_name: str,
     clients: int,
     reply_hook: Callable[[Message, Message], Message] | None = None,
+    node_extras: dict[int, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """One experiment through the in-process grid (Fashion-MNIST unless overridden), started
-    afresh; returns its summary plus wall seconds. ``reply_hook`` rewrites replies (attacks)."""
+    afresh; returns its summary plus wall seconds. ``reply_hook`` and ``node_extras`` make
+    an attacker (:func:`bouquet.grid.run_cell`)."""
     shutil.rmtree(OUT / "runs" / run_name, ignore_errors=True)  # never read a stale run
     settings = {"dataset": "fmnist", "num-partitions": clients, "run-name": run_name, **overrides}
     t0 = time.time()
-    summary = run_cell(settings, str(OUT / "runs"), reply_hook=reply_hook)
+    summary = run_cell(settings, str(OUT / "runs"), reply_hook=reply_hook, node_extras=node_extras)
     return {**summary, "wall-seconds": round(time.time() - t0, 1)}
 
 

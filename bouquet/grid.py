@@ -160,9 +160,11 @@ def run_cell(
     output_dir: str,
     threads: int = 0,
     reply_hook: Callable[[Message, Message], Message] | None = None,
+    node_extras: dict[int, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run one experiment to completion in this process, one in-process node per partition;
-    returns its summary. ``reply_hook`` rewrites replies (a benchmark's attacker)."""
+    returns its summary. ``reply_hook`` rewrites replies and ``node_extras`` adds to some
+    partitions' node config (a benchmark's attacker)."""
     import torch
 
     from client_app.app import app as client_app
@@ -174,7 +176,8 @@ def run_cell(
         torch.set_num_threads(threads)
     cfg = load_config({**settings, "output-dir": output_dir})
     n = int(cfg.num_partitions)
-    nodes = [{"partition-id": i, "num-partitions": n} for i in range(n)]
+    extras = node_extras or {}
+    nodes = [{"partition-id": i, "num-partitions": n, **extras.get(i, {})} for i in range(n)]
     return run_experiment(InProcessGrid(client_app, nodes, reply_hook=reply_hook), cfg)
 
 

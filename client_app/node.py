@@ -90,6 +90,10 @@ def _load_node(config: dict[str, Any], node_config: dict[str, Any]) -> NodeSetup
         data, test = fed.partition(partition_id), fed.test
         indices = fed.partitions()[partition_id]
         data_key, cache_dir = fed.data_key("train"), fed.cache_dir
+    if fault := str(node_config.get("inject-fault", "")):  # a test's or benchmark's bad actor
+        from .faults import poison_data
+
+        data = poison_data(data, fault, num_classes)
     arch = str(node_config.get("architecture", "")) or architecture_for(
         partition_id, parse_assignment(str(config["models"]))
     )
