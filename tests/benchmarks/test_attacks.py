@@ -11,6 +11,7 @@ from benchmarks import attacks
 from client_app.faults import poison_data
 from federated_data import ArrayDataset
 
+
 @pytest.fixture(autouse=True)
 def _results_in_tmp(tmp_path, monkeypatch):
     from benchmarks import harness
