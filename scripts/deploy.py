@@ -17,8 +17,9 @@ TLS and SuperNode authentication are the default and need the files of ``scripts
 
 ``--isolation process`` reproduces the docker topology natively: the SuperLink and every
 SuperNode get a separate long-running ``flower-superexec`` that starts the ServerApp and
-ClientApp processes. ``up`` divides the host's cores among its SuperNodes (torch threads);
-``--node-poll-interval`` caps an idle SuperNode's 3 s poll (scripts/fast_supernode.py).
+ClientApp processes. The host's cores are divided among the SuperNodes one state directory
+runs (torch threads: ``up`` and a later ``supernode`` alike, so a restarted node matches its
+peers); ``--node-poll-interval`` caps an idle SuperNode's 3 s poll (scripts/fast_supernode.py).
 """
 
 from __future__ import annotations
@@ -335,6 +336,20 @@ def cmd_superlink(args: argparse.Namespace, lay: Layout) -> str:
     return connection
 
 
+def host_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_node(requested: int, supernodes: int) -> int:
+    """The one thread policy of a host's SuperNodes: ``requested`` when > 0, else this host's
+    cores divided among the SuperNodes it runs (at least one each)."""
+    return requested if requested > 0 else max(1, host_cores() // max(1, supernodes))
+
+
 def thread_caps(threads: int) -> dict[str, str]:
     """Environment capping torch's intra-op (OpenMP/MKL) threads; {} leaves torch's default
     (one thread per core)."""
@@ -365,7 +380,7 @@ def cmd_up(args: argparse.Namespace, lay: Layout) -> None:
     # N SuperNodes share this host's cores: each ClientApp with torch's default of one thread
     # per core oversubscribes them, and OpenMP's spinning threads then run several times
     # slower (measured: 6.6x for 2 nodes on 2 cores, docs/benchmarks.md "Deployment overhead").
-    threads = args.threads_per_node or max(1, (os.cpu_count() or 1) // max(1, args.supernodes))
+    threads = threads_per_node(args.threads_per_node, args.supernodes)
     print(f"[deploy] {threads} torch thread(s) per SuperNode", flush=True)
     for i in range(args.supernodes):
         if not lay.insecure:
@@ -386,7 +401,13 @@ def cmd_supernode(args: argparse.Namespace, lay: Layout) -> None:
     if args.extra_config:
         node_config += f" {args.extra_config}"
     key = Path(args.key) if args.key else None
-    _start_node(lay, args.index, node_config, args.node_port_base, key, args.threads_per_node)
+    # The SuperNodes this state directory already runs on this host, plus this one: a node
+    # restarted next to its peers gets the threads `up` gave them (same results), a node
+    # alone on its device gets every core.
+    others = {n for n in running(lay) if n.startswith("supernode-")} - {f"supernode-{args.index}"}
+    threads = threads_per_node(args.threads_per_node, len(others) + 1)
+    print(f"[deploy] {threads} torch thread(s) for supernode-{args.index}", flush=True)
+    _start_node(lay, args.index, node_config, args.node_port_base, key, threads)
 
 
 def cmd_connection(args: argparse.Namespace, lay: Layout) -> None:
@@ -435,8 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         "--threads-per-node",
         type=int,
         default=0,
-        help="torch threads of each SuperNode's ClientApps (0: `up` divides this host's cores "
-        "among its SuperNodes, `supernode` keeps torch's default)",
+        help="torch threads of each SuperNode's ClientApps (0: this host's cores divided "
+        "among the SuperNodes this state directory runs, the new one included)",
     )
     p.add_argument(
         "--node-poll-interval",

@@ -51,8 +51,8 @@ RUN_SETTINGS = Section(
         Setting(
             "poll-interval",
             0.1,
-            "seconds between the ServerApp's pulls for replies "
-            "(Flower's own send_and_receive waits 3 s)",
+            "seconds between the ServerApp's first pulls for replies; later in a phase the "
+            "wait grows to 5% of the time elapsed, at most 1 s (Flower's own waits 3 s)",
             low=0.0,
             high=60.0,
             low_open=True,

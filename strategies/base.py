@@ -36,6 +36,15 @@ ConfigValue = Any
 # Grid.send_and_receive sleeps 3 s between pulls, which adds 1.5 s on average to every message
 # phase of a deployment.
 POLL_INTERVAL = 0.1
+# Later in a phase the wait grows to this share of the time elapsed, up to POLL_CAP seconds:
+# a pull costs the SuperLink an access-log line, and 10 per second through a 10-minute phase
+# flood its log, while a reply that arrives after t seconds is then noticed at most 5% late.
+POLL_GROWTH, POLL_CAP = 0.05, 1.0
+
+
+def poll_wait(elapsed: float, poll_interval: float = POLL_INTERVAL) -> float:
+    """Seconds to wait before the next pull, ``elapsed`` seconds into a message phase."""
+    return max(poll_interval, min(POLL_GROWTH * elapsed, POLL_CAP))
 
 
 def require_choice(key: str, value: str, allowed: Sequence[str]) -> None:
@@ -501,8 +510,9 @@ def _parse_info(
 def send_and_receive(
     grid: Grid, messages: list[Message], timeout: float, poll_interval: float = POLL_INTERVAL
 ) -> list[tuple[Message, float]]:
-    """Push ``messages``, then pull every ``poll_interval`` seconds until all replies arrived
-    or ``timeout`` passed; returns the replies with the seconds each took to arrive."""
+    """Push ``messages``, then pull (every ``poll_interval`` seconds at first, see
+    :func:`poll_wait`) until all replies arrived or ``timeout`` passed; returns the replies
+    with the seconds each took to arrive."""
     t0 = time.monotonic()
     try:
         pending = set(grid.push_messages(messages))
@@ -517,7 +527,7 @@ def send_and_receive(
         pending -= {r.metadata.reply_to_message_id for r in arrived}
         if not pending or now >= timeout:
             break
-        time.sleep(min(poll_interval, max(0.0, timeout - now)))
+        time.sleep(min(poll_wait(now, poll_interval), max(0.0, timeout - now)))
     return out
 
 

@@ -294,6 +294,11 @@ def test_a_supernode_killed_mid_run_leaves_the_run_to_finish(plain_federation):
     for r in rows[1:]:
         (reason,) = r["dropped"].values()  # the dead node, with why
         assert "no reply" in reason or "error reply" in reason
+    # Restarted by hand, the node gets the torch threads `up` gave its peers.
+    again = fed.deploy("supernode", "--index", "2", "--num-partitions", "3")
+    assert again.returncode == 0, again.stdout + again.stderr
+    threads = max(1, len(os.sched_getaffinity(0)) // 3)
+    assert [_node_threads(fed, i) for i in range(3)] == [threads] * 3
 
 
 def _serverapp_pids() -> list[int]:

@@ -9,7 +9,7 @@ from flwr.app import Error, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from protocol import TIMING_KEY
-from strategies.base import RoundReport, _node_timing, send_and_receive
+from strategies.base import RoundReport, _node_timing, poll_wait, send_and_receive
 from strategies.fedavg import FedAvg
 
 
@@ -60,6 +60,17 @@ def test_replies_arrive_within_a_poll_interval_not_flowers_3_s():
     assert set(trips) == {1, 2}
     assert trips[1] < 0.1 and 0.3 <= trips[2] < 0.6
     assert grid.pulls >= 3
+
+
+def test_pulls_thin_out_in_a_long_phase_but_notice_a_reply_at_most_5_percent_late():
+    assert poll_wait(0.5) == 0.1 and poll_wait(4.0) == pytest.approx(0.2)
+    assert poll_wait(600.0) == 1.0  # at most one pull (one log line) per second
+    assert poll_wait(600.0, poll_interval=5.0) == 5.0  # a slower setting is kept
+    grid = _SlowGrid({1: 6.0})
+    out = send_and_receive(grid, _messages([1]), timeout=30.0, poll_interval=0.1)
+    (trip,) = [t for _, t in out]
+    assert 6.0 <= trip < 6.0 * 1.05 + 0.05
+    assert grid.pulls < 45  # every 0.1 s would be 60
 
 
 def test_timeout_returns_the_replies_that_arrived():
