@@ -404,10 +404,70 @@ def cmd_supernode(args: argparse.Namespace, lay: Layout) -> None:
     # The SuperNodes this state directory already runs on this host, plus this one: a node
     # restarted next to its peers gets the threads `up` gave them (same results), a node
     # alone on its device gets every core.
-    others = {n for n in running(lay) if n.startswith("supernode-")} - {f"supernode-{args.index}"}
+    name = f"supernode-{args.index}"
+    others = {n for n in running(lay) if n.startswith("supernode-")} - {name}
     threads = threads_per_node(args.threads_per_node, len(others) + 1)
-    print(f"[deploy] {threads} torch thread(s) for supernode-{args.index}", flush=True)
-    _start_node(lay, args.index, node_config, args.node_port_base, key, threads)
+    print(f"[deploy] {threads} torch thread(s) for {name}", flush=True)
+    log_file = lay.state / "logs" / f"{name}.log"
+    offset, outcome = join(lay, args, node_config, key, threads)
+    if outcome == "connecting":
+        print(
+            f"[deploy] {name}: not joined after {args.activation_wait:.0f} s; it keeps "
+            f"retrying (log: {log_file})",
+            flush=True,
+        )
+    elif outcome != "active":
+        tail = log_file.read_bytes()[offset:].decode(errors="replace")[-2000:]
+        raise SystemExit(f"{name} exited before it joined the federation:\n{tail}")
+
+
+def join(
+    lay: Layout, args: argparse.Namespace, node_config: str, key: Path | None, threads: int
+) -> tuple[int, str]:
+    """Start SuperNode ``args.index`` and wait until it joins (see :func:`wait_activated`),
+    starting it again while the SuperLink still holds its key; returns the log offset of the
+    last attempt and its outcome."""
+    name = f"supernode-{args.index}"
+    deadline = time.monotonic() + args.activation_wait
+    while True:
+        offset = _log_size(lay, name)
+        _start_node(lay, args.index, node_config, args.node_port_base, key, threads)
+        outcome = wait_activated(lay, name, offset, deadline)
+        if outcome != IDENTITY_HELD or time.monotonic() + 5 > deadline:
+            return offset, outcome
+        # A crashed authenticated node's identity stays active on the SuperLink until its
+        # heartbeat expires (Flower: 2 x 30 s); until then its key is refused (code 2004).
+        print(
+            f"[deploy] {name}: the SuperLink still holds this key's node (a crashed "
+            "instance, until its heartbeat expires); retrying in 5 s",
+            flush=True,
+        )
+        time.sleep(5)
+
+
+IDENTITY_HELD = "identity-held"
+
+
+def _log_size(lay: Layout, name: str) -> int:
+    path = lay.state / "logs" / f"{name}.log"
+    return path.stat().st_size if path.exists() else 0
+
+
+def wait_activated(lay: Layout, name: str, offset: int, deadline: float) -> str:
+    """How a just-started SuperNode fares, read from its log past ``offset``: ``active`` (it
+    has a node id), ``identity-held`` (activation refused, code 2004), ``exited`` (anything
+    else), or ``connecting`` when ``deadline`` passes first (no SuperLink yet: it retries)."""
+    log_file = lay.state / "logs" / f"{name}.log"
+    pid = int((lay.state / "pids" / f"{name}.pid").read_text())
+    while True:
+        text = log_file.read_bytes()[offset:].decode(errors="replace")
+        if "SuperNode ID:" in text:
+            return "active"
+        if not _alive(pid):
+            return IDENTITY_HELD if "[code: 2004]" in text else "exited"
+        if time.monotonic() > deadline:
+            return "connecting"
+        time.sleep(0.2)
 
 
 def cmd_connection(args: argparse.Namespace, lay: Layout) -> None:
@@ -476,6 +536,13 @@ def main(argv: list[str] | None = None) -> int:
     node.add_argument("--dataset-path", default="", help="pre-partitioned .npz on this device")
     node.add_argument("--key", default="", help="private key (default <certs>/supernode-<index>)")
     node.add_argument("--device", default="", help="torch device for this node, e.g. cuda")
+    node.add_argument(
+        "--activation-wait",
+        type=float,
+        default=90.0,
+        help="seconds to wait for the node to join (retrying while the SuperLink still holds "
+        "the key of a crashed instance); a node still connecting after that keeps retrying",
+    )
     node.add_argument(
         "--extra-config",
         default="",

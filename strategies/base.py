@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.common.constant import ErrorCode as FlowerError
 from flwr.serverapp import Grid
 from flwr.supercore import log
 from torch import nn
@@ -40,6 +41,17 @@ POLL_INTERVAL = 0.1
 # a pull costs the SuperLink an access-log line, and 10 per second through a 10-minute phase
 # flood its log, while a reply that arrives after t seconds is then noticed at most 5% late.
 POLL_GROWTH, POLL_CAP = 0.05, 1.0
+# Flower's error codes for a node that went away, as opposed to what its ClientApp did.
+TRANSIENT_ERRORS = frozenset(
+    {
+        FlowerError.MESSAGE_UNAVAILABLE,
+        FlowerError.REPLY_MESSAGE_UNAVAILABLE,
+        FlowerError.NODE_UNAVAILABLE,
+        FlowerError.CLIENT_APP_CRASHED,
+    }
+)
+# Seconds between samplings while too few nodes are usable because some went away.
+RESAMPLE_WAIT = 2.0
 
 
 def poll_wait(elapsed: float, poll_interval: float = POLL_INTERVAL) -> float:
@@ -97,6 +109,13 @@ class Exchange:
     seconds: dict[int, dict[str, float]] = field(default_factory=dict)
     # node id -> the code of its error reply (protocol.ErrorCode for bouquet's own errors)
     error_codes: dict[int, int] = field(default_factory=dict)
+    # nodes that sent nothing within the round timeout
+    silent: set[int] = field(default_factory=set)
+
+    def went_away(self, node_id: int) -> bool:
+        """Whether the node's drop says it was gone (no reply, or the SuperLink's word that it
+        is unavailable or crashed), not that it answered badly: it may be back soon."""
+        return node_id in self.silent or self.error_codes.get(node_id) in TRANSIENT_ERRORS
 
 
 @dataclass
@@ -294,19 +313,42 @@ class FederatedStrategy(ABC):
         return node_ids
 
     def select_participants(self, grid: Grid, server_round: int, report: RoundReport) -> list[int]:
-        """Sample this round's nodes and return those whose ``query.info`` is known."""
-        node_ids = self.sample_nodes(grid, server_round)
-        report.num_sampled = len(node_ids)
-        discovery = self.discover(grid, node_ids, server_round)
-        report.add(discovery, self.partition_of())
-        known = [n for n in node_ids if n in self.nodes]
-        if len(known) < self.min_nodes:  # say why now: later phases would only see no nodes
-            raise FederationError(
-                f"round {server_round}: {len(known)} of {len(node_ids)} sampled nodes are "
-                f"usable, fewer than min-nodes={self.min_nodes}; query.info drops: "
-                f"{discovery.dropped}"
+        """Sample this round's nodes and return those whose ``query.info`` is known.
+
+        While fewer than ``min_nodes`` are usable because sampled nodes went away (restarting
+        nodes are still listed for a while), sample again every few seconds until
+        ``round_timeout``; when the drops are the nodes' own answers, stop at once, naming them.
+        """
+        deadline = time.monotonic() + self.round_timeout
+        while True:
+            node_ids = self.sample_nodes(grid, server_round)
+            report.num_sampled = len(node_ids)
+            discovery = self.discover(grid, node_ids, server_round)
+            report.add(discovery, self.partition_of())
+            known = [n for n in node_ids if n in self.nodes]
+            if len(known) >= self.min_nodes:
+                for n in known:  # an earlier try's drop of a node that answered since
+                    report.dropped.pop(n, None)
+                return known
+            gone = [n for n in discovery.dropped if discovery.went_away(n)]
+            if not gone or time.monotonic() + RESAMPLE_WAIT > deadline:
+                raise FederationError(  # say why now: later phases would only see no nodes
+                    f"round {server_round}: {len(known)} of {len(node_ids)} sampled nodes are "
+                    f"usable, fewer than min-nodes={self.min_nodes}; query.info drops: "
+                    f"{discovery.dropped}"
+                )
+            log(
+                WARNING,
+                "Round %d: %d of %d sampled nodes usable (min-nodes=%d), %d went away; "
+                "sampling again in %.0f s",
+                server_round,
+                len(known),
+                len(node_ids),
+                self.min_nodes,
+                len(gone),
+                RESAMPLE_WAIT,
             )
-        return known
+            time.sleep(RESAMPLE_WAIT)
 
     def discover(self, grid: Grid, node_ids: list[int], server_round: int) -> Exchange:
         """``query.info`` the nodes not seen before; cache what they report."""
@@ -392,6 +434,7 @@ class FederatedStrategy(ABC):
             self._accept(ex, node_id, reply, round_trip, message_type, server_round, parse)
         for node_id in payloads:
             if node_id not in ex.replies and node_id not in ex.dropped:
+                ex.silent.add(node_id)
                 ex.dropped[node_id] = f"{message_type}: no reply within {self.round_timeout:.0f} s"
                 log(
                     WARNING,

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 from federate import rows, run
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord
 
 from server_app.config import ConfigError
 from server_app.outputs import ResumeError
@@ -246,3 +246,22 @@ def test_a_reply_over_the_size_bound_is_dropped_before_its_arrays_are_decoded(tm
     for row in rows(s):
         assert row["num-ok"] == 2
         assert "MiB exceeds max-reply-mb=2" in row["dropped"]["1000"]
+
+
+def test_nodes_that_went_away_at_discovery_are_waited_for_not_fatal(tmp_path):
+    """A node the SuperLink reports unavailable (it is restarting) costs a resampling a few
+    seconds later, not the run; an answer that is the node's own fault still stops it at once
+    (the test above)."""
+    first_asked: set[int] = set()
+
+    def unavailable_once(msg: Message, reply: Message):
+        node = msg.metadata.dst_node_id
+        if msg.metadata.message_type != "query.info" or node in first_asked or node == 1000:
+            return reply
+        first_asked.add(node)
+        return Message(Error(code=5, reason="Node Unavailable"), reply_to=msg)
+
+    s = run(tmp_path, {"min-nodes": 3, "num-server-rounds": 1}, hook=unavailable_once)
+    assert s["status"] == "completed"
+    (row,) = rows(s)
+    assert row["num-ok"] == 3 and row["dropped"] == {}  # the first try's drops were undone
