@@ -14,7 +14,8 @@ attacker (in-process grid, real ServerApp loop and ClientApp). Its attacks:
 
 FedAvg's accuracy is its global model's; FedH2L's the mean of the nine honest clients' own
 models (the attacker's is excluded). Resumable: finished cells are kept in
-benchmarks/results/attacks.json and skipped; attacks.md covers the cells finished so far.
+benchmarks/results/attacks.json and skipped (every seed of a cell runs before the next cell);
+attacks.md covers the cells finished so far.
 
     python -m benchmarks.attacks --seeds 0,1,2
     python -m benchmarks.attacks --table-only
@@ -57,6 +58,18 @@ def applies(attack: str, column: str) -> bool:
     if attack in FEDH2L_ATTACKS:
         return fedh2l
     return True
+
+
+# Run after every other cell: the defences added on top of the mean.
+LATER = ("mean, update-clip 2", "mean, loss-gate 3")
+
+
+def plan(seeds: list[int]) -> list[tuple[str, str, int]]:
+    """Every applicable (attack, column, seed), every seed of a cell together, so that an
+    interrupted grid leaves whole cells; the defences on top of the mean come last."""
+    cells = [(a, c) for a in ATTACKS for c in COLUMNS if applies(a, c)]
+    cells.sort(key=lambda cell: cell[1] in LATER)  # stable: otherwise in table order
+    return [(a, c, seed) for a, c in cells for seed in seeds]
 
 
 def _arrays(record: Any) -> dict[str, np.ndarray]:
@@ -226,14 +239,12 @@ def main() -> None:
         "machine": machine(),
     }
     seeds = [] if args.table_only else [int(s) for s in args.seeds.split(",")]
-    for seed in seeds:
-        for attack in ATTACKS:
-            for column in COLUMNS:
-                if not applies(attack, column) or (attack, column, seed) in done:
-                    continue
-                results.append(run_cell(attack, column, seed, args))
-                print(json.dumps(results[-1]), flush=True)
-                path.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    for attack, column, seed in plan(seeds):
+        if (attack, column, seed) in done:
+            continue
+        results.append(run_cell(attack, column, seed, args))
+        print(json.dumps(results[-1]), flush=True)
+        path.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     (OUT / "attacks.md").write_text("\n".join(table(results)) + "\n")
     print("\n".join(table(results)))
 

@@ -37,6 +37,14 @@ def test_each_attack_applies_to_the_methods_it_can_hit():
     assert attacks.applies("label-flip", "FedH2L, agreement") and attacks.applies("inflate", "mean")
 
 
+def test_the_plan_finishes_every_seed_of_a_cell_before_the_next_and_the_add_ons_last():
+    order = attacks.plan([0, 1, 2])
+    assert order[:3] == [("clean", "mean", 0), ("clean", "mean", 1), ("clean", "mean", 2)]
+    later = [i for i, (_, column, _) in enumerate(order) if column in attacks.LATER]
+    assert later == list(range(len(order) - len(later), len(order)))
+    assert len(order) == len(set(order)) and all(attacks.applies(a, c) for a, c, _ in order)
+
+
 def _metrics(run_name: str) -> list[dict]:
     path = attacks.OUT / "runs" / run_name / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
