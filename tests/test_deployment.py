@@ -20,6 +20,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+
+
+def flwr_json(env: dict[str, str], connection: str, *args: str) -> dict:
+    """A flwr CLI command against the SuperLink of ``connection``, its JSON answer."""
+    done = subprocess.run(
+        ["flwr", *args, connection, "--format", "json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return json.loads(done.stdout)
+
+
 pytestmark = pytest.mark.deployment
 # The small experiment of the same-results checks: 2 nodes, digits, 2 rounds.
 TINY = {"dataset": "digits", "num-partitions": 2, "num-server-rounds": 2, "local-steps": 10}
@@ -113,15 +128,7 @@ class Federation:
 
     def flwr(self, *args: str) -> dict:
         """A flwr CLI command against this federation's SuperLink, its JSON answer."""
-        done = subprocess.run(
-            ["flwr", *args, self.connection, "--format", "json"],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        return json.loads(done.stdout)
+        return flwr_json(self.env, self.connection, *args)
 
     @contextlib.contextmanager
     def stopped_after(self) -> Iterator[Federation]:

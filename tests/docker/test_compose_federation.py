@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_deployment import flwr_json
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -168,15 +169,7 @@ class Stack:
             time.sleep(2)
 
     def flwr(self, connection: str, *args: str) -> dict:
-        done = subprocess.run(
-            ["flwr", *args, connection, "--format", "json"],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        return json.loads(done.stdout)
+        return flwr_json(self.env, connection, *args)
 
     def wait_online(self, connection: str, count: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
