@@ -6,14 +6,23 @@
    round time from metrics.jsonl (rounds >= 2; round 1 includes Ray start-up), with the peak RSS
    the run adds, summed over every process on the machine (SuperLink, SuperExec, simulation,
    Ray workers) minus what ran before it.
-3. A 1,000-client federation sampling 10 clients per round, to show that the cost grows with
-   the clients sampled, not with the federation's size.
+3. Federations of 1,000 and 10,000 SuperNodes sampling 10 clients per round, to show whether
+   the cost grows with the clients sampled or with the federation's size.
 
-Writes benchmarks/results/overhead.{json,md}.    python -m benchmarks.overhead
+Each configuration runs ``--repeats`` times (default 3); tables give the median with the
+spread (min-max). Where a round's time goes comes from the nodes' own ``timing`` records in
+metrics.jsonl (the simulation runs one ClientApp at a time on this machine, so the round is the
+sum of its messages): ``handler`` = time inside our ClientApp handlers (training, data
+loading, model construction, record conversion), of which ``load`` is rebuilding the node's
+data; ``outside`` = round - handlers: Flower's scheduling and message transport, our server
+strategy (sampling, ``query.info`` of new nodes, aggregation).
+
+Writes benchmarks/results/overhead.{json,md}.    python -m benchmarks.overhead [--repeats 3]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -92,16 +101,35 @@ def simulated(num_supernodes: int, clients_per_round: int, name: str) -> dict:
         json.loads(line)
         for line in (OUT / "runs" / name / "metrics.jsonl").read_text().splitlines()
     ]
-    steady = [r["seconds-round"] for r in rows if r["round"] >= 2]
+    steady = [r for r in rows if r["round"] >= 2]
     return {
         "supernodes": num_supernodes,
         "sampled": clients_per_round or num_supernodes,
         "rc": rc,
         "wall-seconds": round(time.time() - wall0, 1),
-        "round-seconds": round(float(np.mean(steady)), 3),
+        "round-seconds": _mean(r["seconds-round"] for r in steady),
         "round1-seconds": rows[0]["seconds-round"],
         "peak-added-rss-gb": round(peak / 1e9, 2),
+        **breakdown(steady),
     }
+
+
+def breakdown(rows: list[dict]) -> dict[str, float]:
+    """Mean seconds per round inside our handlers (and of it, data loading) and outside them."""
+
+    def node_sum(row: dict, stage: str) -> float:
+        return sum(sec.get(stage, 0.0) for sec in row["seconds-per-node"].values())
+
+    handler = _mean(node_sum(r, "handler") for r in rows)
+    return {
+        "handler-seconds": handler,
+        "load-seconds": _mean(node_sum(r, "load") for r in rows),
+        "outside-seconds": round(_mean(r["seconds-round"] for r in rows) - handler, 3),
+    }
+
+
+def _mean(values: Any) -> float:
+    return round(float(np.mean(list(values))), 3)
 
 
 def _total_rss() -> int:
@@ -117,46 +145,89 @@ def _total_rss() -> int:
     return total
 
 
+FEDERATIONS = [(10, 0), (1000, 10), (10000, 10)]  # (SuperNodes, sampled per round; 0 = all)
+MEDIAN_KEYS = (
+    "bare-pytorch-seconds",
+    "round-seconds",
+    "ratio",
+    "round1-seconds",
+    "peak-added-rss-gb",
+    "handler-seconds",
+    "load-seconds",
+    "outside-seconds",
+)
+
+
+def measure(supernodes: int, sampled: int, repeats: int) -> dict[str, Any]:
+    """``repeats`` bare + simulated measurements of one federation; medians and spreads."""
+    runs = []
+    for rep in range(repeats):
+        bare = bare_round_seconds(supernodes, sampled or supernodes)
+        sim = simulated(supernodes, sampled, f"overhead-{supernodes}-{rep}")
+        ratio = round(sim["round-seconds"] / bare, 2)
+        runs.append({**sim, "bare-pytorch-seconds": round(bare, 3), "ratio": ratio})
+        print(json.dumps(runs[-1]), flush=True)
+    row: dict[str, Any] = {"supernodes": supernodes, "sampled": sampled or supernodes}
+    for key in MEDIAN_KEYS:
+        values = [r[key] for r in runs]
+        row[key] = round(float(np.median(values)), 3)
+        row[f"{key}-range"] = [min(values), max(values)]
+    row["runs"] = runs
+    return row
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    def cell(r: dict[str, Any], key: str) -> str:
+        lo, hi = r[f"{key}-range"]
+        return f"{r[key]:g} ({lo:g}-{hi:g})"
+
+    lines = [
+        "| SuperNodes | sampled/round | bare PyTorch s/round | simulation s/round | ratio | "
+        "in handlers s | of it data loading s | outside handlers s | round 1 s | "
+        "peak added RSS GB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [
+            cell(r, k)
+            for k in (
+                "bare-pytorch-seconds",
+                "round-seconds",
+                "ratio",
+                "handler-seconds",
+                "load-seconds",
+                "outside-seconds",
+                "round1-seconds",
+                "peak-added-rss-gb",
+            )
+        ]
+        lines.append(f"| {r['supernodes']} | {r['sampled']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--supernodes",
+        default=",".join(str(n) for n, _ in FEDERATIONS),
+        help="which federations to measure (comma-separated sizes)",
+    )
+    args = parser.parse_args()
+    sizes = {int(n) for n in args.supernodes.split(",")}
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     results: dict[str, Any] = {
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, python "
         f"{platform.python_version()}, torch {torch.__version__}",
         "setup": f"FedAvg, cnn-small, Fashion-MNIST Dirichlet 0.5, {STEPS} local steps "
-        f"of batch 32, {ROUNDS} rounds (steady state = rounds 2-{ROUNDS})",
+        f"of batch 32, {ROUNDS} rounds (steady state = rounds 2-{ROUNDS}), "
+        f"median of {args.repeats} runs (min-max)",
+        "rows": [measure(n, k, args.repeats) for n, k in FEDERATIONS if n in sizes],
     }
-    bare10 = bare_round_seconds(10, 10)
-    sim10 = simulated(10, 0, "overhead-10")
-    sim1000 = simulated(1000, 10, "overhead-1000")
-    bare1000 = bare_round_seconds(1000, 10)
-    results["rows"] = [
-        {
-            **sim10,
-            "bare-pytorch-seconds": round(bare10, 3),
-            "ratio": round(sim10["round-seconds"] / bare10, 2),
-        },
-        {
-            **sim1000,
-            "bare-pytorch-seconds": round(bare1000, 3),
-            "ratio": round(sim1000["round-seconds"] / bare1000, 2),
-        },
-    ]
     (OUT / "overhead.json").write_text(json.dumps(results, indent=2))
-    lines = [
-        "| SuperNodes | sampled/round | bare PyTorch s/round | simulation s/round | ratio | "
-        "round 1 s | peak added RSS GB |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in results["rows"]:
-        lines.append(
-            f"| {r['supernodes']} | {r['sampled']} | {r['bare-pytorch-seconds']} | "
-            f"{r['round-seconds']} | {r['ratio']} | {r['round1-seconds']} | "
-            f"{r['peak-added-rss-gb']} |"
-        )
-    (OUT / "overhead.md").write_text("\n".join(lines) + "\n")
-    print(json.dumps(results, indent=2))
-    print("\n".join(lines))
+    (OUT / "overhead.md").write_text(table(results["rows"]))
+    print(table(results["rows"]))
 
 
 if __name__ == "__main__":
