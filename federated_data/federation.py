@@ -9,6 +9,7 @@ keyed by the spec, so that a fresh process pays for the partitioner once per mac
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 from dataclasses import asdict, dataclass, fields
@@ -19,6 +20,7 @@ import numpy as np
 from protocol.settings import Section, Setting
 
 from .atomic import save_npz
+from .memo import read_once
 from .partition import PARTITIONERS, label_counts, partition_indices
 from .sources import SOURCES, ImageSplits, default_data_dir, load_source
 from .splits import balanced_holdout, carve_public
@@ -221,16 +223,20 @@ class Federation:
         return private, public, gate
 
     def _cache_path(self) -> Path:
-        return self.cache_dir / "partitions" / f"{self.spec.partition_key()}.npz"
+        # "-flat": every partition in one array (an older cache held one array per partition,
+        # and reading 10,000 of them cost 0.8 s per message)
+        return self.cache_dir / "partitions" / f"{self.spec.partition_key()}-flat.npz"
 
     def _load_or_build_partitions(self) -> list[np.ndarray]:
         path = self._cache_path()
         if path.exists():
             try:
-                with np.load(path) as z:
-                    return [z[f"p{i}"] for i in range(self.spec.num_partitions)]
+                parts = read_once(path, _read_partitions)
+                if len(parts) == self.spec.num_partitions:
+                    return parts
             except (OSError, ValueError, KeyError):
-                path.unlink(missing_ok=True)
+                pass
+            path.unlink(missing_ok=True)
         s = self.spec
         local = partition_indices(
             self.source.y_train[self.pool],
@@ -243,5 +249,16 @@ class Federation:
             min_partition_size=s.min_partition_size,
         )
         parts = [self.pool[p] for p in local]
-        save_npz(path, **{f"p{i}": p for i, p in enumerate(parts)})
-        return parts
+        offsets = np.cumsum([0, *(len(p) for p in parts)])
+        save_npz(path, indices=np.concatenate(parts), offsets=offsets)
+        return read_once(path, _read_partitions)  # read-only, like every later read
+
+
+def _read_partitions(path: Path) -> list[np.ndarray]:
+    """Read-only index arrays of a flat partition cache (``indices`` cut at ``offsets``)."""
+    with np.load(path) as z:
+        indices, offsets = z["indices"], z["offsets"]
+    if offsets[0] != 0 or offsets[-1] != len(indices) or np.any(np.diff(offsets) < 0):
+        raise ValueError(f"{path}: offsets do not cut the indices")
+    indices.setflags(write=False)
+    return [indices[a:b] for a, b in itertools.pairwise(offsets)]

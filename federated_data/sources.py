@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import save_npz
+from .memo import read_once
 
 FMNIST_FILES = {
     "train-x": "train-images-idx3-ubyte.gz",
@@ -128,16 +129,22 @@ def _write_cache(splits: ImageSplits, path: Path) -> None:
 
 
 def _read_cache(name: str, path: Path) -> ImageSplits:
-    with np.load(path) as z:
-        return ImageSplits(
-            name=name,
-            x_train=z["x_train"],
-            y_train=z["y_train"],
-            x_test=z["x_test"],
-            y_test=z["y_test"],
-            num_classes=int(z["num_classes"]),
-            note=str(z["note"]),
-        )
+    """The decoded cache, read once per process (:func:`read_once`): its arrays are shared by
+    every message a warm process handles, so they are read-only."""
+
+    def read(p: Path) -> ImageSplits:
+        with np.load(p) as z:
+            arrays = {k: _read_only(z[k]) for k in ("x_train", "y_train", "x_test", "y_test")}
+            return ImageSplits(
+                name=name, num_classes=int(z["num_classes"]), note=str(z["note"]), **arrays
+            )
+
+    return read_once(path, read)
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
 
 
 # --------------------------------------------------------------------------- offline

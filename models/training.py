@@ -178,7 +178,7 @@ def train_classifier(
     anchor = [p.detach().clone() for p in model.parameters()] if cfg.proximal_mu > 0 else []
     opt = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     xs = images_to_tensor(x)  # normalised once; batches are views
-    ys = torch.from_numpy(y)
+    ys = torch.tensor(y)  # a copy: labels may be read-only (the shared dataset)
     loss_sum, correct, seen = 0.0, 0, 0
     for idx in batch_indices(len(y), cfg.batch_size, cfg.num_steps(len(y)), gen):
         xb, yb = xs[idx].to(device), ys[idx].to(device)
@@ -233,7 +233,7 @@ def score_logits(logits: torch.Tensor, y: np.ndarray) -> dict[str, float]:
 
     On a balanced test set the worst class is where non-IID training hurts most.
     """
-    target = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    target = torch.tensor(np.asarray(y, dtype=np.int64))  # a copy: y may be read-only
     correct = (logits.argmax(1) == target).numpy()
     per_class = {int(k): float(correct[y == k].mean()) for k in np.unique(y)}
     return {
