@@ -150,7 +150,7 @@ def train_head(
     w = torch.tensor(head["weight"], requires_grad=True)
     b = torch.tensor(head["bias"], requires_grad=True)
     f = torch.as_tensor(features, dtype=torch.float32)
-    y = torch.as_tensor(labels, dtype=torch.long)
+    y = torch.tensor(labels, dtype=torch.long)  # a copy: labels may be read-only
     opt = SGD([w, b], lr=lr, momentum=0.9, weight_decay=weight_decay)
     first = 0.0
     for step in range(steps):
