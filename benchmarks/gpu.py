@@ -61,11 +61,14 @@ def method_row(method: str, device: str) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     settings = {**BASE, "method": method, "prism-judge-steps": 50, **METHODS[method]}
     t0 = time.time()
-    summary = run_in_process(settings, f"gpu-{method}", 3, node_extras=_on(device, 3))
+    try:
+        status = run_in_process(settings, f"gpu-{method}", 3, node_extras=_on(device, 3))["status"]
+    except Exception as err:  # a method that fails on this device is this check's finding
+        status = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
     return {
         "method": method,
         "device": device,
-        "status": summary["status"],
+        "status": status,
         "seconds": round(time.time() - t0, 1),
         "peak-gpu-mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
     }

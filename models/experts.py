@@ -83,6 +83,11 @@ class ExpertPanel:
     def output_space(self) -> bool:
         return self.weights is not None
 
+    def to(self, device: torch.device | str) -> ExpertPanel:
+        """Move the experts to ``device`` (in place, like ``nn.Module.to``)."""
+        self.models = [m.to(device) for m in self.models]
+        return self
+
     def _mix(self, outputs: list[torch.Tensor]) -> torch.Tensor:
         stacked = torch.stack(outputs, 1)  # (B, models, C)
         if self.weights is None:

@@ -410,6 +410,11 @@ class Mosaic(FedAvg):
         """Distil the students toward ``fuse`` (the meta model) over the experts' tokens, on
         fresh batches of ``samples_per_generator`` images from every client generator."""
         gen = seeded_generator(self.seed, server_round, 0xD15)
+        # The event's experts and meta model were built on the CPU; the teacher runs beside
+        # the students.
+        panel.to(self.device)
+        if isinstance(fuse, nn.Module):
+            fuse.to(self.device)
         return distill_toward(
             [s.to(self.device) for s in students],
             lambda: self._sample(self.samples_per_generator, gen).to(self.device),
