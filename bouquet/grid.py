@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+
+from client_app.threads import threads_per_worker
 
 if TYPE_CHECKING:
     from flwr.app import Message
@@ -205,7 +206,7 @@ def run_grid(grid: Grid, jobs: int = 1) -> list[tuple[Cell, dict[str, Any] | Bas
         flush=True,
     )
     results: list[tuple[Cell, dict[str, Any] | BaseException]] = []
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
+    threads = threads_per_worker(0, jobs) if jobs > 1 else 0
     started = time.time()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
         futures = [(c, pool.submit(run_cell, s, str(grid.output_dir), threads)) for c, s in todo]

@@ -32,9 +32,10 @@ from protocol import (
     array_record,
 )
 
+from .threads import thread_policy
 from .timing import stage, timed
 
-app = ClientApp()
+app = ClientApp(mods=[thread_policy])
 Handler = Callable[[Message, Context], Message]
 
 

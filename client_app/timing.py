@@ -10,6 +10,8 @@ SuperNode and SuperExec. Each handler is wrapped by :func:`timed`, which adds a
 ``imports``   the handler's lazy imports (torch and the model code)
 ``load``      rebuilding the node's data (:func:`client_app.node.load_node`)
 ``handler``   handler entry -> reply built (contains ``imports`` and ``load``)
+``threads``   torch's intra-op threads after the handler (a count, not seconds; 0 = torch
+              not imported: client_app/threads.py)
 
 The server adds the round trip it observed and writes all of it to ``metrics.jsonl``.
 """
@@ -27,6 +29,8 @@ from pathlib import Path
 from flwr.app import Context, Message, MetricRecord
 
 from protocol import TIMING_KEY
+
+from .threads import threads_in_use
 
 _stages: ContextVar[dict[str, float] | None] = ContextVar("bouquet_timing", default=None)
 _messages_handled = 0  # diagnostics only: whether this process is fresh
@@ -76,7 +80,12 @@ def timed(handler: Handler) -> Handler:
             _stages.reset(token)
         if reply.has_content():
             reply.content[TIMING_KEY] = MetricRecord(
-                {"startup": startup, **stages, "handler": time.perf_counter() - t0}
+                {
+                    "startup": startup,
+                    **stages,
+                    "handler": time.perf_counter() - t0,
+                    "threads": threads_in_use(),
+                }
             )
         return reply
 

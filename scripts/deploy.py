@@ -40,6 +40,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ when imported by a test
 import certs
 
+from client_app.threads import threads_per_worker
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # flwr's executables live next to this interpreter
 INSECURE_WARNING = (
@@ -336,18 +338,10 @@ def cmd_superlink(args: argparse.Namespace, lay: Layout) -> str:
     return connection
 
 
-def host_cores() -> int:
-    """The cores this process may run on (a container's or taskset's share, not the host's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def threads_per_node(requested: int, supernodes: int) -> int:
-    """The one thread policy of a host's SuperNodes: ``requested`` when > 0, else this host's
-    cores divided among the SuperNodes it runs (at least one each)."""
-    return requested if requested > 0 else max(1, host_cores() // max(1, supernodes))
+    """The thread policy of a host's SuperNodes (client_app/threads.py): ``requested`` when
+    > 0, else this host's cores divided among the SuperNodes it runs."""
+    return threads_per_worker(requested, supernodes)
 
 
 def thread_caps(threads: int) -> dict[str, str]:

@@ -70,6 +70,13 @@ def stop_superlink(port: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-supernodes", type=int, default=10)
+    parser.add_argument(
+        "--client-cpus",
+        type=float,
+        default=0,
+        help="CPUs Ray reserves per ClientApp (Flower's default 2); each actor runs torch with "
+        "that many threads (client_app/threads.py), so cores / client-cpus run side by side",
+    )
     parser.add_argument("--run-config", default="", help="TOML overrides, e.g. 'lr=0.1 seed=1'")
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--keep-superlink", action="store_true")
@@ -90,7 +97,10 @@ def main() -> int:
     conn = [args.connection] if args.connection else []
     run_args = ["run", ".", *conn, "--format", "json"]
     if not args.connection:
-        run_args += ["--federation-config", f"num-supernodes={args.num_supernodes}"]
+        federation = f"num-supernodes={args.num_supernodes}"
+        if args.client_cpus:
+            federation += f" client-resources-num-cpus={args.client_cpus:g}"
+        run_args += ["--federation-config", federation]
     if args.run_config:
         run_args += ["--run-config", args.run_config]
     try:

@@ -156,7 +156,12 @@ class RoundReport:
 def _add_seconds(total: dict[int, dict[str, float]], key: int, seconds: dict[str, float]) -> None:
     entry = total.setdefault(key, {})
     for name, value in seconds.items():
-        entry[name] = entry.get(name, 0.0) + value
+        # ``threads`` is a count that every phase reports, not a duration to add up.
+        entry[name] = (
+            max(entry.get(name, 0.0), value)
+            if name == "threads"
+            else (entry.get(name, 0.0) + value)
+        )
 
 
 class FederatedStrategy(ABC):

