@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from client_app.threads import host_cores
 from federated_data import DataSpec, Federation
 from models.training import TrainConfig, seeded_generator, train_classifier
 from models.zoo import build_model
@@ -58,7 +59,7 @@ def bare_round_seconds(num_partitions: int, sampled: int) -> float:
     return time.perf_counter() - t0
 
 
-def simulated(num_supernodes: int, clients_per_round: int, name: str) -> dict:
+def simulated(num_supernodes: int, clients_per_round: int, name: str, client_cpus: int) -> dict:
     shutil.rmtree(OUT / "runs" / name, ignore_errors=True)  # a stale run would be read back
     env = {
         **os.environ,
@@ -76,6 +77,8 @@ def simulated(num_supernodes: int, clients_per_round: int, name: str) -> dict:
             "scripts/simulate.py",
             "--num-supernodes",
             str(num_supernodes),
+            "--client-cpus",
+            str(client_cpus),
             "--run-config",
             run_config,
         ],
@@ -105,26 +108,30 @@ def simulated(num_supernodes: int, clients_per_round: int, name: str) -> dict:
     return {
         "supernodes": num_supernodes,
         "sampled": clients_per_round or num_supernodes,
+        "client-cpus": client_cpus,
         "rc": rc,
         "wall-seconds": round(time.time() - wall0, 1),
         "round-seconds": _mean(r["seconds-round"] for r in steady),
         "round1-seconds": rows[0]["seconds-round"],
         "peak-added-rss-gb": round(peak / 1e9, 2),
-        **breakdown(steady),
+        **breakdown(steady, parallel=max(1, host_cores() // client_cpus)),
     }
 
 
-def breakdown(rows: list[dict]) -> dict[str, float]:
-    """Mean seconds per round inside our handlers (and of it, data loading) and outside them."""
+def breakdown(rows: list[dict], parallel: int) -> dict[str, float | None]:
+    """Mean seconds per round inside our handlers (summed over the nodes; of it, data loading)
+    and, when the actors ran one at a time (``parallel`` = 1), outside them."""
 
     def node_sum(row: dict, stage: str) -> float:
         return sum(sec.get(stage, 0.0) for sec in row["seconds-per-node"].values())
 
     handler = _mean(node_sum(r, "handler") for r in rows)
+    outside = round(_mean(r["seconds-round"] for r in rows) - handler, 3)
     return {
         "handler-seconds": handler,
         "load-seconds": _mean(node_sum(r, "load") for r in rows),
-        "outside-seconds": round(_mean(r["seconds-round"] for r in rows) - handler, 3),
+        # Side-by-side actors overlap their handlers: no single "outside" remains.
+        "outside-seconds": outside if parallel == 1 else None,
     }
 
 
@@ -145,31 +152,41 @@ def _total_rss() -> int:
     return total
 
 
-FEDERATIONS = [(10, 0), (1000, 10), (10000, 10)]  # (SuperNodes, sampled per round; 0 = all)
-MEDIAN_KEYS = (
+# (SuperNodes, sampled per round (0 = all), CPUs per ClientApp actor): Flower's default 2
+# CPUs runs one actor at a time on 2 cores; 1 CPU runs one per core, one thread each.
+FEDERATIONS = [(10, 0, 2), (10, 0, 1), (1000, 10, 2), (10000, 10, 2)]
+MEDIAN_KEYS = (  # in the table's column order
     "bare-pytorch-seconds",
     "round-seconds",
     "ratio",
-    "round1-seconds",
-    "peak-added-rss-gb",
     "handler-seconds",
     "load-seconds",
     "outside-seconds",
+    "round1-seconds",
+    "peak-added-rss-gb",
 )
 
 
-def measure(supernodes: int, sampled: int, repeats: int) -> dict[str, Any]:
+def measure(supernodes: int, sampled: int, client_cpus: int, repeats: int) -> dict[str, Any]:
     """``repeats`` bare + simulated measurements of one federation; medians and spreads."""
     runs = []
     for rep in range(repeats):
         bare = bare_round_seconds(supernodes, sampled or supernodes)
-        sim = simulated(supernodes, sampled, f"overhead-{supernodes}-{rep}")
+        name = f"overhead-{supernodes}-cpus{client_cpus}-{rep}"
+        sim = simulated(supernodes, sampled, name, client_cpus)
         ratio = round(sim["round-seconds"] / bare, 2)
         runs.append({**sim, "bare-pytorch-seconds": round(bare, 3), "ratio": ratio})
         print(json.dumps(runs[-1]), flush=True)
-    row: dict[str, Any] = {"supernodes": supernodes, "sampled": sampled or supernodes}
+    row: dict[str, Any] = {
+        "supernodes": supernodes,
+        "sampled": sampled or supernodes,
+        "client-cpus": client_cpus,
+    }
     for key in MEDIAN_KEYS:
         values = [r[key] for r in runs]
+        if None in values:
+            row[key], row[f"{key}-range"] = None, None
+            continue
         row[key] = round(float(np.median(values)), 3)
         row[f"{key}-range"] = [min(values), max(values)]
     row["runs"] = runs
@@ -178,31 +195,29 @@ def measure(supernodes: int, sampled: int, repeats: int) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     def cell(r: dict[str, Any], key: str) -> str:
+        if r.get(key) is None:
+            return "-"
         lo, hi = r[f"{key}-range"]
         return f"{r[key]:g} ({lo:g}-{hi:g})"
 
     lines = [
-        "| SuperNodes | sampled/round | bare PyTorch s/round | simulation s/round | ratio | "
-        "in handlers s | of it data loading s | outside handlers s | round 1 s | "
-        "peak added RSS GB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| SuperNodes | sampled/round | CPUs per actor | bare PyTorch s/round | "
+        "simulation s/round | ratio | in handlers s | of it data loading s | "
+        "outside handlers s | round 1 s | peak added RSS GB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cells = [
-            cell(r, k)
-            for k in (
-                "bare-pytorch-seconds",
-                "round-seconds",
-                "ratio",
-                "handler-seconds",
-                "load-seconds",
-                "outside-seconds",
-                "round1-seconds",
-                "peak-added-rss-gb",
-            )
-        ]
-        lines.append(f"| {r['supernodes']} | {r['sampled']} | " + " | ".join(cells) + " |")
+        cells = [cell(r, k) for k in MEDIAN_KEYS]
+        lines.append(
+            f"| {r['supernodes']} | {r['sampled']} | {r.get('client-cpus', 2)} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
+
+
+def _key(row: dict[str, Any]) -> tuple[int, int, int]:
+    return row["supernodes"], row["sampled"], row.get("client-cpus", 2)
 
 
 def main() -> None:
@@ -210,24 +225,39 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--supernodes",
-        default=",".join(str(n) for n, _ in FEDERATIONS),
+        default=",".join(sorted({str(n) for n, _, _ in FEDERATIONS})),
         help="which federations to measure (comma-separated sizes)",
+    )
+    parser.add_argument(
+        "--client-cpus",
+        default="1,2",
+        help="which CPUs-per-actor settings to measure (comma-separated)",
     )
     args = parser.parse_args()
     sizes = {int(n) for n in args.supernodes.split(",")}
+    cpus = {int(c) for c in args.client_cpus.split(",")}
     OUT.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(host_cores())
+    path = OUT / "overhead.json"
+    # Rows measured earlier for other federations are kept: the table is grown, not replaced.
+    kept = json.loads(path.read_text())["rows"] if path.exists() else []
+    measured = [
+        measure(n, k, c, args.repeats) for n, k, c in FEDERATIONS if n in sizes and c in cpus
+    ]
+    new = {_key(r) for r in measured}
+    rows = sorted([r for r in kept if _key(r) not in new] + measured, key=_key)
     results: dict[str, Any] = {
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, python "
+        "machine": f"{host_cores()} cores, {platform.machine()}, python "
         f"{platform.python_version()}, torch {torch.__version__}",
         "setup": f"FedAvg, cnn-small, Fashion-MNIST Dirichlet 0.5, {STEPS} local steps "
         f"of batch 32, {ROUNDS} rounds (steady state = rounds 2-{ROUNDS}), "
-        f"median of {args.repeats} runs (min-max)",
-        "rows": [measure(n, k, args.repeats) for n, k in FEDERATIONS if n in sizes],
+        f"median of {args.repeats} runs (min-max); bare PyTorch: one process, "
+        "one torch thread per core",
+        "rows": rows,
     }
-    (OUT / "overhead.json").write_text(json.dumps(results, indent=2))
-    (OUT / "overhead.md").write_text(table(results["rows"]))
-    print(table(results["rows"]))
+    path.write_text(json.dumps(results, indent=2))
+    (OUT / "overhead.md").write_text(table(rows))
+    print(table(rows))
 
 
 if __name__ == "__main__":
