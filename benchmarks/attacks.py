@@ -225,7 +225,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--columns",
         default="",
-        help="only these columns (comma-separated names from the table's header; default all)",
+        help="only these columns (names from the table's header, separated by ;)",
     )
     return p
 
@@ -244,7 +244,7 @@ def main() -> None:
         "machine": machine(),
     }
     seeds = [] if args.table_only else [int(s) for s in args.seeds.split(",")]
-    columns = [c.strip() for c in args.columns.split(",") if c.strip()] or list(COLUMNS)
+    columns = [c.strip() for c in args.columns.split(";") if c.strip()] or list(COLUMNS)
     if unknown := set(columns) - set(COLUMNS):
         raise SystemExit(f"unknown --columns {sorted(unknown)}; the columns are {list(COLUMNS)}")
     for attack, column, seed in plan(seeds):
