@@ -22,6 +22,7 @@ from protocol import (
     QUERY_SEED,
     SEED_SET_KEY,
     TRAIN_DENSE_GENERATOR,
+    TRAIN_FD,
     TRAIN_FMD,
     TRAIN_GENERATOR,
     TRAIN_H2L,
@@ -112,6 +113,18 @@ def train_h2l(msg: Message, context: Context) -> Message:
     """FedH2L: train the node's private model by mutual distillation; reply posteriors."""
     with stage("imports"):
         from .h2l import train_h2l as run_round
+
+    reply = run_round(msg.content, dict(context.node_config), context.state)
+    return Message(reply, reply_to=msg)
+
+
+@app.train(action(TRAIN_FD))
+@timed
+def train_fd(msg: Message, context: Context) -> Message:
+    """FD: train the node's private model toward the peers' per-class mean logits; reply its
+    own per-class mean logits."""
+    with stage("imports"):
+        from .fd import train_fd as run_round
 
     reply = run_round(msg.content, dict(context.node_config), context.state)
     return Message(reply, reply_to=msg)

@@ -18,25 +18,22 @@ from torch import nn
 from torch.func import functional_call
 
 from federated_data import ArrayDataset
-from federated_data.sources import load_source
 from models.device import resolve_device
 from models.training import (
     SGD,
     TrainConfig,
     batch_indices,
-    evaluate_classifier,
     images_to_tensor,
     predict_logits,
     seeded_generator,
 )
-from models.zoo import build_model
 from protocol import PEERS_KEY, POSTERIORS_KEY, SEED_SET_KEY, ErrorCode, NodeError, arrays_to_record
 
-from .node import NodeSetup, load_node
+from .node import load_node
+from .private import keep_model, local_split, restore_model, scores
 
 MODEL_STATE_KEY = "h2l-model"
 SEED_STATE_KEY = "h2l-seed-set"
-LOCAL_TEST_FRACTION = 0.1
 
 
 def donate_seed_set(config: dict[str, Any], node_config: dict[str, Any]) -> ArrayRecord:
@@ -190,8 +187,8 @@ def train_h2l(content: RecordDict, node_config: dict[str, Any], state: RecordDic
     config: dict[str, Any] = dict(content["config"])  # type: ignore[arg-type]
     node = load_node(config, node_config)
     device = resolve_device(node.device)
-    train, local_test = _local_split(node, int(config["data.seed"]))
-    model = _restore_model(node, state, int(config["data.seed"]))
+    train, local_test = local_split(node, int(config["data.seed"]))
+    model = restore_model(node, state, int(config["data.seed"]), MODEL_STATE_KEY)
     seed = _seed_set(content, state, int(config["seed-per-class"]))
     peers = _peer_matrices(content)
     cfg = TrainConfig.from_config(config)
@@ -199,25 +196,12 @@ def train_h2l(content: RecordDict, node_config: dict[str, Any], state: RecordDic
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
         loss = _train(model, train, seed, peers, cfg, config, gen, device)
-    state[MODEL_STATE_KEY] = ArrayRecord(
-        {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    )
-
-    test_split = node.test
-    if test_split is None:  # a dataset-path node: read the test split from the source
-        source = load_source(
-            str(config["data.dataset"]), str(config["data.data-dir"]), bool(config["data.download"])
-        )
-        test_split = ArrayDataset(source.x_test, source.y_test)
-    test = evaluate_classifier(model, test_split.x, test_split.y, device)
-    local = evaluate_classifier(model, local_test.x, local_test.y, device)
+    keep_model(model, state, MODEL_STATE_KEY)
     metrics = {
         "num-examples": len(train),
         "partition-id": node.partition_id,
         "train-loss": loss,
-        "test-accuracy": test["accuracy"],
-        "test-loss": test["loss"],
-        "local-accuracy": local["accuracy"],
+        **scores(model, node, local_test, config, device),
     }
     reply = RecordDict({"metrics": MetricRecord(dict(metrics))})
     if seed is not None:
@@ -227,31 +211,6 @@ def train_h2l(content: RecordDict, node_config: dict[str, Any], state: RecordDic
         dtype = str(config["posterior-dtype"])
         reply[POSTERIORS_KEY] = arrays_to_record({"p": probs.astype(dtype)})
     return reply
-
-
-def _local_split(node: NodeSetup, seed: int) -> tuple[ArrayDataset, ArrayDataset]:
-    """90/10 split of the node's data: the 10% scores the model on its own distribution."""
-    rng = np.random.default_rng([seed, node.partition_id, 0x7E57])
-    perm = rng.permutation(len(node.data))
-    n_test = round(LOCAL_TEST_FRACTION * len(perm))
-    te, tr = np.sort(perm[:n_test]), np.sort(perm[n_test:])
-    return (
-        ArrayDataset(node.data.x[tr], node.data.y[tr]),
-        ArrayDataset(node.data.x[te], node.data.y[te]),
-    )
-
-
-def _restore_model(node: NodeSetup, state: RecordDict, seed: int) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(
-            int(np.random.SeedSequence([seed, node.partition_id]).generate_state(1)[0])
-        )
-        model = build_model(node.architecture, node.input_shape, node.num_classes)
-    if MODEL_STATE_KEY in state:
-        record = state[MODEL_STATE_KEY]
-        assert isinstance(record, ArrayRecord)
-        model.load_state_dict(record.to_torch_state_dict())
-    return model
 
 
 def _seed_set(content: RecordDict, state: RecordDict, per_class: int) -> ArrayDataset | None:

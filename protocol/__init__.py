@@ -22,6 +22,8 @@ message type             content sent to the node            reply content
                          ``config``                          (PRISM)
 ``train.dense_generator``  ``arrays``, ``config``            ``arrays``, ``metrics`` (PRISM's
                                                              dense baseline)
+``train.fd``             ``config`` [+ ``class-logits``:     ``class-logits`` (the node's),
+                         the peers' per-class means]         ``metrics`` (FD)
 =======================  ==================================  ====================================
 
 Every reply also carries ``timing`` (seconds of start-up, imports, data loading and handling on
@@ -32,6 +34,7 @@ replies with an error whose code is one of :class:`ErrorCode`.
 from .errors import ErrorCode, NodeError
 from .messages import (
     ARRAYS_KEY,
+    CLASS_LOGITS_KEY,
     CONFIG_KEY,
     GENERATOR_KEY,
     INFO_KEY,
@@ -50,6 +53,7 @@ from .messages import (
     TIMING_KEY,
     TRAIN,
     TRAIN_DENSE_GENERATOR,
+    TRAIN_FD,
     TRAIN_FMD,
     TRAIN_GENERATOR,
     TRAIN_H2L,
@@ -67,6 +71,7 @@ from .records import (
 
 __all__ = [
     "ARRAYS_KEY",
+    "CLASS_LOGITS_KEY",
     "CONFIG_KEY",
     "GENERATOR_KEY",
     "INFO_KEY",
@@ -85,6 +90,7 @@ __all__ = [
     "TIMING_KEY",
     "TRAIN",
     "TRAIN_DENSE_GENERATOR",
+    "TRAIN_FD",
     "TRAIN_FMD",
     "TRAIN_GENERATOR",
     "TRAIN_H2L",

@@ -14,6 +14,7 @@ TRAIN_GENERATOR = "train.generator"  # Mosaic
 QUERY_PROTOTYPES = "query.prototypes"  # Mosaic
 TRAIN_MASK = "train.mask"  # PRISM
 TRAIN_DENSE_GENERATOR = "train.dense_generator"  # PRISM's baseline (Flower names = identifiers)
+TRAIN_FD = "train.fd"  # FD (federated distillation)
 
 # Record keys.
 ARRAYS_KEY = "arrays"
@@ -30,6 +31,9 @@ PROTOTYPES_KEY = "prototypes"  # Mosaic: "x" and "y" of synthetic or feature pro
 MASK_KEY = "mask"  # PRISM: one packed uint8 array
 SCORES_KEY = "scores"  # PRISM downlink: float32 scores
 THETA_KEY = "theta"  # PRISM downlink: float16 probabilities
+# FD: "logits" (classes, classes) float32, one mean logit row per class, and "counts" (classes,)
+# int64, the examples behind each row; the same two arrays go down as the peers' class means.
+CLASS_LOGITS_KEY = "class-logits"
 
 
 def action(message_type: str) -> str:

@@ -37,9 +37,10 @@ from protocol import (
 from protocol.settings import ConfigError, Section, Setting
 
 from .base import FederatedStrategy, FederationError, RoundReport, require_choice
+from .relay import CLIENT_METRICS, check_scores, client_scores, round_metrics
 from .state import ServerState
 from .topology import TOPOLOGIES, leave_one_out_means, neighbours, seed_agreement
-from .validation import InvalidReply, check_num_examples
+from .validation import InvalidReply
 
 RELAYS = ("loo-mean", "full")
 PEER_WEIGHTINGS = ("uniform", "agreement")
@@ -222,8 +223,8 @@ class FedH2L(FederatedStrategy):
             if posteriors is not None:
                 state.data[f"post/{pid[n]}"] = posteriors
             client_metrics[f"p{pid[n]}-{self.nodes[n].architecture}"] = metrics
-        state.extra["client-metrics"] = client_metrics
-        report.metrics.update(_round_metrics(client_metrics))
+        state.extra[CLIENT_METRICS] = client_metrics
+        report.metrics.update(round_metrics(client_metrics))
         state.round = server_round
         return state, report
 
@@ -231,14 +232,7 @@ class FedH2L(FederatedStrategy):
         self, state: ServerState, test: ArrayDataset, device: torch.device
     ) -> dict[str, dict[str, float]]:
         """The clients' own scores of their private models on the balanced test split."""
-        return {
-            name: {
-                "accuracy": m["test-accuracy"],
-                "loss": m["test-loss"],
-                "local-accuracy": m["local-accuracy"],
-            }
-            for name, m in state.extra.get("client-metrics", {}).items()
-        }
+        return client_scores(state)
 
     # ----------------------------------------------------------------- helpers
 
@@ -353,31 +347,11 @@ class FedH2L(FederatedStrategy):
         return x, y.astype(np.int64)
 
     def _parse(self, reply: Message, num_seed: int) -> tuple[np.ndarray | None, dict[str, float]]:
-        metrics = reply.content[METRICS_KEY]
-        check_num_examples(metrics, self.known_examples(reply))
-        values: dict[str, Any] = dict(metrics)  # type: ignore[arg-type]
-        for key in ("test-accuracy", "test-loss", "local-accuracy"):
-            if not isinstance(values.get(key), int | float) or not np.isfinite(values[key]):
-                raise InvalidReply(f"metric {key}={values.get(key)!r} missing or not finite")
-        for key in ("test-accuracy", "local-accuracy"):  # they become the run's headline
-            if not 0.0 <= values[key] <= 1.0:
-                raise InvalidReply(f"metric {key}={values[key]!r} is not in [0, 1]")
-        if values["test-loss"] < 0:
-            raise InvalidReply(f"metric test-loss={values['test-loss']!r} is negative")
+        scores = check_scores(reply.content[METRICS_KEY], self.known_examples(reply))
         posteriors = None
         if num_seed:
             posteriors = check_posteriors(reply.content[POSTERIORS_KEY], num_seed, self.num_classes)
-        return posteriors, {k: float(v) for k, v in values.items()}
-
-
-def _round_metrics(client_metrics: dict[str, dict[str, float]]) -> dict[str, float]:
-    test = [m["test-accuracy"] for m in client_metrics.values()]
-    local = [m["local-accuracy"] for m in client_metrics.values()]
-    return {
-        "mean-test-accuracy": float(np.mean(test)),
-        "min-test-accuracy": float(np.min(test)),
-        "mean-local-accuracy": float(np.mean(local)),
-    }
+        return posteriors, scores
 
 
 def check_posteriors(record: object, num_rows: int, num_classes: int) -> np.ndarray:
