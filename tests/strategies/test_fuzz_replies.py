@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from strategies.base import Exchange, FederatedStrategy, NodeInfo, _parse_info
+from strategies.fd import FD
 from strategies.fedavg import FedAvg
 from strategies.fedh2l import FedH2L
 from strategies.mosaic import _parse_generator, _parse_prototypes
@@ -17,8 +18,18 @@ TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
 NODE = 7
 KNOWN = NodeInfo(NODE, 0, "mlp", 12, (6, 6, 0))
 EXPECTED = {"w": np.zeros((2, 3), np.float32), "b": np.zeros(3, np.float32)}
-KEYS = ["arrays", "metrics", "info", "posteriors", "seed-set", "generator", "prototypes", "x"]
-NAMES = ["w", "b", "p", "x", "y", "z"]
+KEYS = [
+    "arrays",
+    "metrics",
+    "info",
+    "posteriors",
+    "seed-set",
+    "generator",
+    "prototypes",
+    "class-logits",
+    "x",
+]
+NAMES = ["w", "b", "p", "x", "y", "z", "logits", "counts"]
 NUMBERS = st.one_of(
     st.integers(-(10**15), 10**15),
     st.floats(allow_nan=True, allow_infinity=True),
@@ -129,6 +140,18 @@ def test_mosaic_generator_and_prototype_replies(reply):
     if protos is not None:
         x, y = protos
         assert x.shape[1:] == (4,) and np.isfinite(x).all() and len(x) == len(y)
+
+
+@FUZZ
+@given(replies())
+def test_fd_replies(reply):
+    s = _strategy(FD, num_classes=3)
+    kept = _handle(s, s._parse, reply)
+    if kept is not None:
+        (logits, counts), metrics = kept
+        assert logits.shape == (3, 3) and np.isfinite(logits).all()
+        assert (counts >= 0).all() and (counts <= np.array(KNOWN.label_counts)).all()
+        assert 0 <= metrics["test-accuracy"] <= 1
 
 
 def test_an_unexpected_exception_in_a_parser_drops_only_that_reply():
