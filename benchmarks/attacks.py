@@ -222,6 +222,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--clients", type=int, default=10)
     p.add_argument("--seeds", default="0")
     p.add_argument("--table-only", action="store_true", help="rewrite attacks.md from the json")
+    p.add_argument("--attacks", default="", help="only these attacks (comma-separated)")
     p.add_argument(
         "--columns",
         default="",
@@ -247,8 +248,11 @@ def main() -> None:
     columns = [c.strip() for c in args.columns.split(";") if c.strip()] or list(COLUMNS)
     if unknown := set(columns) - set(COLUMNS):
         raise SystemExit(f"unknown --columns {sorted(unknown)}; the columns are {list(COLUMNS)}")
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] or list(ATTACKS)
+    if unknown := set(attacks) - set(ATTACKS):
+        raise SystemExit(f"unknown --attacks {sorted(unknown)}; the attacks are {list(ATTACKS)}")
     for attack, column, seed in plan(seeds):
-        if (attack, column, seed) in done or column not in columns:
+        if (attack, column, seed) in done or column not in columns or attack not in attacks:
             continue
         results.append(run_cell(attack, column, seed, args))
         print(json.dumps(results[-1]), flush=True)
