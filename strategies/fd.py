@@ -48,10 +48,15 @@ FD_SETTINGS = Section(
             1.0,
             "weight of the KL toward the peers' mean logits of each example's class",
             low=0.0,
-            travel="all",
+            travel="method",
         ),
         Setting(
-            "fd-temperature", 1.0, "temperature of that KL", low=0.0, low_open=True, travel="all"
+            "fd-temperature",
+            1.0,
+            "temperature of that KL",
+            low=0.0,
+            low_open=True,
+            travel="method",
         ),
     ),
 )

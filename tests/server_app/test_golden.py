@@ -39,6 +39,7 @@ CASES: dict[str, dict[str, Any]] = {
     "fedprox": {"method": "fedprox", "proximal-mu": 0.1},
     "feddf": {"method": "feddf", "models": "heterogeneous", "public-fraction": 0.1},
     "fedh2l": {"method": "fedh2l", "models": "heterogeneous"},
+    "fd": {"method": "fd", "models": "heterogeneous"},
     "fmd": {"method": "fmd", "teacher": "pixels", "probe-rounds": 5},
     "mosaic": {
         "method": "mosaic",
