@@ -216,6 +216,14 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cpu_model() -> str:
+    info = Path("/proc/cpuinfo")
+    for line in info.read_text().splitlines() if info.exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "cpu"
+
+
 def _key(row: dict[str, Any]) -> tuple[int, int, int]:
     return row["supernodes"], row["sampled"], row.get("client-cpus", 2)
 
@@ -238,17 +246,22 @@ def main() -> None:
     cpus = {int(c) for c in args.client_cpus.split(",")}
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(host_cores())
+    machine = (
+        f"{host_cores()} cores, {platform.machine()}, {_cpu_model()}, python "
+        f"{platform.python_version()}, torch {torch.__version__}"
+    )
     path = OUT / "overhead.json"
     # Rows measured earlier for other federations are kept: the table is grown, not replaced.
     kept = json.loads(path.read_text())["rows"] if path.exists() else []
     measured = [
         measure(n, k, c, args.repeats) for n, k, c in FEDERATIONS if n in sizes and c in cpus
     ]
+    for row in measured:  # rows are grown across sittings, possibly on other machines
+        row["machine"] = machine
     new = {_key(r) for r in measured}
     rows = sorted([r for r in kept if _key(r) not in new] + measured, key=_key)
     results: dict[str, Any] = {
-        "machine": f"{host_cores()} cores, {platform.machine()}, python "
-        f"{platform.python_version()}, torch {torch.__version__}",
+        "machine": "per row ('machine')",
         "setup": f"FedAvg, cnn-small, Fashion-MNIST Dirichlet 0.5, {STEPS} local steps "
         f"of batch 32, {ROUNDS} rounds (steady state = rounds 2-{ROUNDS}), "
         f"median of {args.repeats} runs (min-max); bare PyTorch: one process, "

@@ -22,10 +22,11 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flwr.app import Context, Message
-from flwr.clientapp.typing import ClientAppCallable
+if TYPE_CHECKING:  # deploy.py and the grid use this module without loading Flower
+    from flwr.app import Context, Message
+    from flwr.clientapp.typing import ClientAppCallable
 
 
 def node_threads(node_config: Mapping[str, Any]) -> int:
