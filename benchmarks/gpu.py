@@ -34,6 +34,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "fedprox": {"proximal-mu": 0.1},
     "feddf": {"models": "heterogeneous", "public-fraction": 0.1},
     "fedh2l": {"models": "heterogeneous"},
+    "fd": {"models": "heterogeneous"},
     "fmd": {"teacher": "pixels", "probe-rounds": 5},
     "mosaic": {
         "models": "heterogeneous",
