@@ -11,11 +11,22 @@ def test_action_is_the_handler_name():
         action(protocol.TRAIN)
 
 
+def _message_types() -> list[str]:
+    return [v for k, v in vars(protocol).items() if k.startswith(("TRAIN", "QUERY"))]
+
+
 def test_message_types_and_keys_are_unique():
-    types = [v for k, v in vars(protocol).items() if k.startswith(("TRAIN", "QUERY"))]
     keys = [v for k, v in vars(protocol).items() if k.endswith("_KEY")]
-    assert len(types) == len(set(types)) == 10
+    assert len(_message_types()) == len(set(_message_types()))
     assert len(keys) == len(set(keys))
+
+
+def test_every_message_type_has_a_client_handler():
+    from client_app.app import app
+
+    # A bare category ("train") goes to the default handler, registered as "train.default".
+    routed = {t if "." in t else f"{t}.default" for t in _message_types()}
+    assert routed == set(app._registered_funcs)
 
 
 def test_node_error_carries_its_code():
