@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for method in args.methods.split(","):
         report["methods"].append(method_row(method, device))
         print(json.dumps(report["methods"][-1]), flush=True)
+        _write(report)  # a lease can end mid-run: keep every finished row
     if not args.skip_round:
         report["round"] = {
             "rounds": args.rounds,
@@ -134,11 +135,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "device-seconds": round_seconds(device, args.rounds, args.round_dataset),
             "cpu-seconds": round_seconds("cpu", args.rounds, args.round_dataset),
         }
+    _write(report)
+    print("\n".join(table(report)))
+    return report
+
+
+def _write(report: dict[str, Any]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "gpu.json").write_text(json.dumps(report, indent=2))
     (OUT / "gpu.md").write_text("\n".join(table(report)) + "\n")
-    print("\n".join(table(report)))
-    return report
 
 
 if __name__ == "__main__":
