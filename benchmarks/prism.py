@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 from typing import Any
 
 import torch
@@ -109,7 +110,10 @@ def _row(
     rounds = max(s["rounds-completed"], 1)
     # One seed and a noisy metric: the mean FD of the last 5 rounds next to the final one.
     with open(s["paths"]["metrics"]) as f:
-        fds = [json.loads(line)["fd"] for line in f if line.strip()]
+        per_round = [json.loads(line) for line in f if line.strip()]
+    fds = [r["fd"] for r in per_round]
+    # PRISM's measured uplink per round (runs made before the coded uplink lack it)
+    bits = [r["train"].get("uplink-bits-per-weight") for r in per_round]
     prism = s.get("prism", {})
     return {
         "dataset": dataset,
@@ -128,6 +132,7 @@ def _row(
         "real-floor": prism.get("real-floor"),
         "weights": prism.get("masked-weights") or prism.get("dense-weights"),
         "clients": clients,
+        "uplink-bits-per-weight": bits if all(b is not None for b in bits) and bits else None,
         "uplink-bytes-per-round": s["total-bytes-up"] / rounds,
         "uplink-bytes-per-client-round": s["total-bytes-up"] / rounds / clients,
         "downlink-bytes-per-round": s["total-bytes-down"] / rounds,
@@ -144,8 +149,8 @@ def table(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| data | split | method | DP epsilon | FD (judge) | FD, last 5 rounds | KID | precision "
         "| recall | density | coverage | classes covered | class TV | uplink MB/round "
-        "| exported KB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| uplink bits/weight, first / last round | exported KB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     floors: dict[str, dict[str, float]] = {}
     for r in results:
@@ -159,6 +164,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
             f"{f(r['precision'], '.3f')} | {f(r['recall'], '.3f')} | {f(r['density'], '.3f')} | "
             f"{f(r['coverage'], '.3f')} | {f(r['classes-covered'], '.0f')} | "
             f"{f(r['class-tv'], '.3f')} | {r['uplink-bytes-per-round'] / 1e6:.3f} | "
+            f"{_bits(r.get('uplink-bits-per-weight'))} | "
             f"{f(r['export-bytes'] and r['export-bytes'] / 1e3, '.1f')} |"
         )
     for dataset, fl in floors.items():
@@ -167,7 +173,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
                 f"| {DATASETS[dataset]} | real vs real (floor) | - | - | {fl['fd']:.2f} | - | "
                 f"{fl['kid']:.3f} | {fl['precision']:.3f} | {fl['recall']:.3f} | "
                 f"{fl['density']:.3f} | {fl['coverage']:.3f} | {fl['classes-covered']:.0f} | "
-                f"{fl['class-tv']:.3f} | - | - |"
+                f"{fl['class-tv']:.3f} | - | - | - |"
             )
     full = [r for r in results if r["generator"] == "full"]
     if full:
@@ -191,6 +197,10 @@ def table(results: list[dict[str, Any]]) -> list[str]:
                 f"{f(r['export-density'], '.3f')} |"
             )
     return lines
+
+
+def _bits(per_round: list[float] | None) -> str:
+    return "-" if not per_round else f"{per_round[0]:.3f} / {per_round[-1]:.3f}"
 
 
 def rescore(args: argparse.Namespace) -> None:
@@ -235,6 +245,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-name", default="prism", help="results/<name>.{json,md}")
     p.add_argument("--resume", action="store_true", help="keep the finished rows of the file")
+    p.add_argument("--cells", default="", help="only the cells whose run name matches this regex")
     p.add_argument("--rescore", action="store_true", help="rebuild the table from kept runs")
     return p
 
@@ -259,6 +270,8 @@ def main() -> None:
     }
     for dataset, split, method, eps, size in plan(args):
         if (dataset, split, method, bool(eps), size) in done:
+            continue
+        if args.cells and not re.search(args.cells, run_name(dataset, split, method, eps, size)):
             continue
         results.append(run_cell(dataset, split, method, eps, size, args))
         print(json.dumps(results[-1]), flush=True)

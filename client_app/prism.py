@@ -21,6 +21,8 @@ from flwr.app import MetricRecord, RecordDict
 from torch import nn
 
 from federated_data.atomic import save_npz
+from models.device import resolve_device
+from models.mask_coding import encode, frequencies_from_scores, frequencies_from_theta
 from models.masked import (
     GeneratorSpec,
     MaskedGenerator,
@@ -42,6 +44,7 @@ from models.mmd import (
 from models.training import images_to_tensor, seeded_generator
 from protocol import (
     ARRAYS_KEY,
+    CODED_MASK,
     CONFIG_KEY,
     MASK_KEY,
     METRICS_KEY,
@@ -74,6 +77,8 @@ def train_mask(content: RecordDict, node_config: dict[str, Any], state: RecordDi
     model = generator_spec(config, node.input_shape[0], dense=False).build()
     if THETA_KEY in content:
         probs = record_to_arrays(array_record(content, THETA_KEY))
+        sent = flat(probs, model)
+        freq1 = frequencies_from_theta(sent)
         eps = 1e-6  # float16 rounds extreme probabilities to 0 or 1
         set_layer_arrays(
             model,
@@ -81,19 +86,35 @@ def train_mask(content: RecordDict, node_config: dict[str, Any], state: RecordDi
             {k: logit(np.clip(v.astype(np.float64), eps, 1 - eps)) for k, v in probs.items()},
         )
     else:
-        set_layer_arrays(model, "scores", record_to_arrays(array_record(content, SCORES_KEY)))
+        scores = record_to_arrays(array_record(content, SCORES_KEY))
+        freq1 = frequencies_from_scores(flat(scores, model))
+        set_layer_arrays(model, "scores", scores)
+    theta_sent = torch.sigmoid(torch.from_numpy(flat(get_layer_arrays(model, "scores"), model)))
     params = [layer.scores for _, layer in masked_layers(model)]
     metrics, gen = _train(model, params, node, config, state)
     with torch.no_grad():
         theta = torch.sigmoid(torch.from_numpy(flat(get_layer_arrays(model, "scores"), model)))
         bits = torch.bernoulli(theta, generator=gen).to(torch.uint8).numpy()
     metrics["mask-density"] = float(bits.mean())
+    # How far one round of local training moved the probabilities from the global ones.
+    metrics["theta-drift"] = float((theta - theta_sent).abs().mean())
+    name, array = _smallest_mask(bits, freq1 if config["prism-uplink"] == "coded" else None)
     return RecordDict(
         {
-            MASK_KEY: arrays_to_record({MASK_KEY: pack_mask(bits)}),
+            MASK_KEY: arrays_to_record({name: array}),
             METRICS_KEY: MetricRecord(metrics),
         }
     )
+
+
+def _smallest_mask(bits: np.ndarray, freq1: np.ndarray | None) -> tuple[str, np.ndarray]:
+    """The mask entropy-coded under the global probabilities when that is smaller than one
+    bit per weight (it is unless they sit at 1/2), else bit-packed."""
+    packed = pack_mask(bits)
+    if freq1 is None:
+        return MASK_KEY, packed
+    coded = encode(bits, freq1)
+    return (CODED_MASK, coded) if coded.nbytes < packed.nbytes else (MASK_KEY, packed)
 
 
 def train_dense(content: RecordDict, node_config: dict[str, Any], state: RecordDict) -> RecordDict:
@@ -128,36 +149,56 @@ def _train(
     t0 = time.time()
     seed, server_round = int(config["data.seed"]), int(config["server-round"])
     gen = seeded_generator(seed, server_round, node.partition_id, 0x9A)
-    loss_fn = _loss(node, config, gen)
+    device = resolve_device(node.device)
+    # Modules move in place, so the optimizers keep their parameters; saved optimizer state
+    # is cast to the parameters' device when it is loaded below.
+    model.to(device)
+    loss_fn = _loss(node, config, gen).to(device)
     optimizer = torch.optim.Adam(params, lr=float(config["lr"]), betas=(0.5, 0.999))
     saved = record_to_arrays(state[STATE_KEY]) if STATE_KEY in state else {}  # type: ignore[arg-type]
     _load_optimizer(optimizer, saved, "g")
     if isinstance(loss_fn, MomentMatching):
         _load_trackers(loss_fn, saved)
-    batch = int(config["batch-size"])
-    steps = int(config["local-steps"])
-    losses = []
-    model.train()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        for _ in range(steps):
-            fake = model(torch.randn(batch, 128))
-            loss = loss_fn(fake)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
+        losses = local_steps(
+            model, loss_fn, optimizer, int(config["local-steps"]), int(config["batch-size"])
+        )
     arrays = _optimizer_arrays(optimizer, "g")
     if isinstance(loss_fn, MomentMatching):
         arrays.update(_tracker_arrays(loss_fn))
     state[STATE_KEY] = arrays_to_record(arrays)
+    model.cpu()
     metrics: dict[str, Any] = {
         "num-examples": len(node.data),
         "partition-id": node.partition_id,
-        "train-loss": float(np.mean(losses)) if losses else 0.0,
+        "train-loss": float(losses.mean()) if len(losses) else 0.0,
         "seconds-train": round(time.time() - t0, 3),
     }
     return metrics, gen
+
+
+def local_steps(
+    model: MaskedGenerator,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+    batch: int,
+) -> torch.Tensor:
+    """``steps`` optimizer steps of the generator against ``loss_fn`` on noise batches; the
+    losses, on the model's device (one sync at the end, not one per step)."""
+    device = next(model.parameters()).device
+    losses = []
+    model.train()
+    for _ in range(steps):
+        # the noise is drawn on the CPU: the same z on every device
+        fake = model(torch.randn(batch, 128).to(device))
+        loss = loss_fn(fake)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    return torch.stack(losses) if losses else torch.zeros(0)
 
 
 def _loss(node: NodeSetup, config: dict[str, Any], gen: torch.Generator) -> nn.Module:
@@ -226,8 +267,8 @@ def _load_optimizer(opt: torch.optim.Optimizer, arrays: dict[str, np.ndarray], p
 
 def _tracker_arrays(mm: MomentMatching) -> dict[str, np.ndarray]:
     return {
-        "t/mean": mm.track_mean.detach().numpy().copy(),
-        "t/var": mm.track_var.detach().numpy().copy(),
+        "t/mean": mm.track_mean.detach().cpu().numpy().copy(),
+        "t/var": mm.track_var.detach().cpu().numpy().copy(),
         **_optimizer_arrays(mm.optimizer, "ta"),
     }
 

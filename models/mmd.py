@@ -38,15 +38,22 @@ class EfficientNetFeatures(nn.Module):
     """All intermediate activations of the frozen ImageNet EfficientNet-Lite0 (stem, the 16
     block outputs and the head), flattened and concatenated: the offline stand-in for the
     reference's VGG19 ReLU features. Input: images in [-1, 1] (grey repeated to 3 channels,
-    the normalisation the weights expect)."""
+    the normalisation the weights expect).
 
-    def __init__(self, weights_path: str | None = None) -> None:
+    The network is frozen in eval mode, so every batch norm is a fixed affine map and is folded
+    into the convolution before it (``fold=True``): the same function, up to float rounding,
+    without the batch-norm passes forward and backward."""
+
+    def __init__(self, weights_path: str | None = None, *, fold: bool = True) -> None:
         super().__init__()
         from .teachers import EfficientNetTeacher
 
         self.net = EfficientNetTeacher(10, image_size=IMAGE_SIZE, weights_path=weights_path).model
         self.net.eval()
         self.id = "efficientnet-lite0-all-activations"
+        if fold:
+            _fold_batch_norms(self.net)
+            self.id += "-folded"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
@@ -58,6 +65,26 @@ class EfficientNetFeatures(nn.Module):
             feats.append(h.flatten(1))
         feats.append(net._swish(net._bn1(net._conv_head(h))).flatten(1))
         return torch.cat(feats, dim=1)
+
+
+def _fold_batch_norms(net: nn.Module) -> None:
+    """Fold each eval-mode batch norm into the convolution that feeds it (in place)."""
+    pairs = [(net, "_conv_stem", "_bn0"), (net, "_conv_head", "_bn1")]
+    for block in net._blocks:  # type: ignore[union-attr]
+        if hasattr(block, "_expand_conv"):
+            pairs.append((block, "_expand_conv", "_bn0"))
+        pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+    with torch.no_grad():
+        for owner, conv_name, bn_name in pairs:
+            conv, bn = getattr(owner, conv_name), getattr(owner, bn_name)
+            assert bn.running_var is not None and bn.running_mean is not None
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            conv.weight.mul_(scale.view(-1, 1, 1, 1))
+            bias = bn.bias - bn.running_mean * scale
+            if conv.bias is not None:
+                bias = bias + conv.bias * scale
+            conv.bias = nn.Parameter(bias, requires_grad=False)
+            setattr(owner, bn_name, nn.Identity())
 
 
 def feature_map(name: str) -> nn.Module:

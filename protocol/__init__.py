@@ -18,8 +18,8 @@ message type             content sent to the node            reply content
 ``train.generator``      ``config``                          ``generator``, ``prototypes``,
                                                              ``metrics`` (Mosaic)
 ``query.prototypes``     ``arrays``, ``config``              ``prototypes``, ``metrics`` (Mosaic)
-``train.mask``           ``scores`` or ``theta``,            ``mask`` (bit-packed), ``metrics``
-                         ``config``                          (PRISM)
+``train.mask``           ``scores`` or ``theta``,            ``mask`` (bit-packed or entropy-
+                         ``config``                          coded), ``metrics`` (PRISM)
 ``train.dense_generator``  ``arrays``, ``config``            ``arrays``, ``metrics`` (PRISM's
                                                              dense baseline)
 ``train.fd``             ``config`` [+ ``class-logits``:     ``class-logits`` (the node's),
@@ -35,6 +35,7 @@ from .errors import ErrorCode, NodeError
 from .messages import (
     ARRAYS_KEY,
     CLASS_LOGITS_KEY,
+    CODED_MASK,
     CONFIG_KEY,
     GENERATOR_KEY,
     INFO_KEY,
@@ -72,6 +73,7 @@ from .records import (
 __all__ = [
     "ARRAYS_KEY",
     "CLASS_LOGITS_KEY",
+    "CODED_MASK",
     "CONFIG_KEY",
     "GENERATOR_KEY",
     "INFO_KEY",

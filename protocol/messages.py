@@ -28,7 +28,8 @@ POSTERIORS_KEY = "posteriors"  # FedH2L: "p", (seed-set size, classes)
 TEACHER_HEAD_KEY = "teacher-head"  # FMD: the teacher's linear head
 GENERATOR_KEY = "generator"  # Mosaic: the client generator's arrays
 PROTOTYPES_KEY = "prototypes"  # Mosaic: "x" and "y" of synthetic or feature prototypes
-MASK_KEY = "mask"  # PRISM: one packed uint8 array
+MASK_KEY = "mask"  # PRISM: one array, packed uint8 "mask" or rANS-coded uint16 "coded"
+CODED_MASK = "coded"  # PRISM: the array name of an entropy-coded mask (models.mask_coding)
 SCORES_KEY = "scores"  # PRISM downlink: float32 scores
 THETA_KEY = "theta"  # PRISM downlink: float16 probabilities
 # FD: "logits" (classes, classes) float32, one mean logit row per class, and "counts" (classes,)

@@ -18,8 +18,8 @@ def _pyplot():  # type: ignore[no-untyped-def]
 
 
 def plot_rounds(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """One plot per test metric (accuracy.png, loss.png; PRISM: fd.png, kid.png, ...) and
-    bytes.png from metrics.jsonl rows."""
+    """One plot per test metric (accuracy.png, loss.png; PRISM: fd.png, kid.png, ...),
+    bytes.png and, for PRISM, dynamics.png from metrics.jsonl rows."""
     if not rows:
         return []
     plt = _pyplot()
@@ -61,7 +61,28 @@ def plot_rounds(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend()
     paths.append(_save(fig, out_dir / "bytes.png", plt))
+    dynamics = [k for k in TRAINING_DYNAMICS if any(k in r.get("train", {}) for r in rows)]
+    if dynamics:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key in dynamics:
+            ax.plot(rounds, [r.get("train", {}).get(key, np.nan) for r in rows], label=key)
+        ax.set(xlabel="round", ylabel="share / bits per weight", title="mask dynamics per round")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        paths.append(_save(fig, out_dir / "dynamics.png", plt))
     return paths
+
+
+# PRISM's per-round training dynamics (strategies/prism.py), all in [0, 1].
+TRAINING_DYNAMICS = (
+    "theta-mean",
+    "global-theta-mean",
+    "theta-low-share",
+    "theta-high-share",
+    "mada-hamming",
+    "theta-drift",
+    "uplink-bits-per-weight",
+)
 
 
 def plot_label_distribution(counts: dict[int, list[int]], out_path: Path) -> Path | None:

@@ -34,6 +34,7 @@ from federated_data import ArrayDataset, Federation
 from models.fid import InceptionFeatures
 from models.generators import to_uint8
 from models.image_quality import FeatureJudge, frechet_distance, train_judge
+from models.mask_coding import decode, frequencies_from_scores, frequencies_from_theta
 from models.masked import (
     GENERATOR_SIZES,
     Z_DIM,
@@ -54,6 +55,7 @@ from models.training import images_to_tensor, seeded_generator
 from models.zoo import count_flops
 from protocol import (
     ARRAYS_KEY,
+    CODED_MASK,
     CONFIG_KEY,
     MASK_KEY,
     METRICS_KEY,
@@ -73,6 +75,7 @@ from .validation import InvalidReply, check_num_examples, check_train_reply
 
 AGGREGATIONS = ("mada", "mada-probability", "mean")
 DOWNLINKS = ("scores", "theta-float16")
+UPLINKS = ("coded", "packed")
 FINAL_MASKS = ("sample", "threshold")
 
 PRISM_SETTINGS = Section(
@@ -112,6 +115,14 @@ PRISM_SETTINGS = Section(
             "scores",
             "float32 scores or float16 probabilities down",
             choices=DOWNLINKS,
+        ),
+        Setting(
+            "prism-uplink",
+            "coded",
+            "the mask up: entropy-coded under the global probabilities (falls back to the "
+            "packing when that is not smaller) or bit-packed, 1 bit per weight (the paper's x8)",
+            choices=UPLINKS,
+            travel="method",
         ),
         Setting(
             "prism-final-mask",
@@ -169,6 +180,28 @@ def smoothed_mean(bits: np.ndarray) -> np.ndarray:
 
 def sigmoid(s: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-s))
+
+
+# Per-round means of the replies' metrics (uplink bits per weight is measured by the server).
+REPLY_METRICS = (
+    "train-loss",
+    "mask-density",
+    "seconds-train",
+    "theta-drift",
+    "uplink-bits-per-weight",
+)
+
+
+def dynamics(theta_agg: np.ndarray, new_scores: np.ndarray) -> dict[str, float]:
+    """How far the masks have moved: the mean of the clients' smoothed average, and of the new
+    global probabilities with the shares of weights that are nearly decided (< 0.1, > 0.9)."""
+    theta = sigmoid(new_scores.astype(np.float64))
+    return {
+        "theta-mean": float(theta_agg.mean()),
+        "global-theta-mean": float(theta.mean()),
+        "theta-low-share": float(np.mean(theta < 0.1)),
+        "theta-high-share": float(np.mean(theta > 0.9)),
+    }
 
 
 def aggregate_scores(
@@ -322,6 +355,10 @@ class PRISM(GenerativeStrategy):
         ``mada`` (reference code), ``mada-probability`` (paper) or ``mean`` (no MADA).
     downlink : str (default: "scores")
         ``scores`` (float32) or ``theta-float16`` (probabilities, half the bytes).
+    uplink : str (default: "coded")
+        What the clients are asked to send: ``coded`` (rANS under the probabilities sent
+        down, :mod:`models.mask_coding`; they fall back to packing when it is not smaller) or
+        ``packed`` (1 bit per weight). Either form is accepted from any client.
     final_mask : str (default: "sample")
         How the exported (and evaluated) generator fixes its mask: one ``sample`` with the
         run's seed, or ``threshold`` (theta > 0.5).
@@ -337,6 +374,7 @@ class PRISM(GenerativeStrategy):
         *,
         aggregation: str = "mada",
         downlink: str = "scores",
+        uplink: str = "coded",
         final_mask: str = "sample",
         density_bound: float = 0.0,
         **kwargs: Any,
@@ -344,8 +382,12 @@ class PRISM(GenerativeStrategy):
         super().__init__(**kwargs)
         self.density_bound = density_bound
         self._expected_density = 0.5  # the mean theta of the scores sent this round
+        self._coding_freq = np.zeros(0, dtype=np.uint32)  # what coded masks are decoded under
+        self._uplink_bits: float | None = None  # mean uplink bits per weight, last round
         require_choice("prism-aggregation", aggregation, AGGREGATIONS)
         require_choice("prism-downlink", downlink, DOWNLINKS)
+        require_choice("prism-uplink", uplink, UPLINKS)
+        self.uplink = uplink
         require_choice("prism-final-mask", final_mask, FINAL_MASKS)
         self.aggregation = aggregation
         self.downlink = downlink
@@ -359,7 +401,13 @@ class PRISM(GenerativeStrategy):
             self.generator_size,
             self.num_weights,
         )
-        log(INFO, "\t│   ├── aggregation: %s, downlink: %s", self.aggregation, self.downlink)
+        log(
+            INFO,
+            "\t│   ├── aggregation: %s, downlink: %s, uplink: %s",
+            self.aggregation,
+            self.downlink,
+            self.uplink,
+        )
         if self.dp:
             log(
                 INFO, "\t│   └── DP: epsilon %.2f at delta %g", self.dp["epsilon"], self.dp["delta"]
@@ -387,12 +435,11 @@ class PRISM(GenerativeStrategy):
         self._expected_density = float(sigmoid(previous).mean())
         if self.downlink == "scores":
             down = {SCORES_KEY: arrays_to_record(scores)}
+            self._coding_freq = frequencies_from_scores(previous)
         else:
-            down = {
-                THETA_KEY: arrays_to_record(
-                    {k: sigmoid(v).astype(np.float16) for k, v in scores.items()}
-                )
-            }
+            theta16 = {k: sigmoid(v).astype(np.float16) for k, v in scores.items()}
+            down = {THETA_KEY: arrays_to_record(theta16)}
+            self._coding_freq = frequencies_from_theta(flat(theta16, self._template))
         config = ConfigRecord({**self.node_config, "server-round": server_round})
         payloads = {n: RecordDict({CONFIG_KEY: config, **down}) for n in participants}
         ex = self.phase(grid, payloads, TRAIN_MASK, server_round, self._parse_mask, report)
@@ -408,10 +455,11 @@ class PRISM(GenerativeStrategy):
         metrics = [m for _, m in ex.replies.values()]
         report.metrics = {
             k: float(np.mean([m[k] for m in metrics]))
-            for k in ("train-loss", "mask-density", "seconds-train")
+            for k in REPLY_METRICS
             if all(k in m for m in metrics)
         }
-        report.metrics["theta-mean"] = float(theta_agg.mean())
+        report.metrics.update(dynamics(theta_agg, new))
+        self._uplink_bits = report.metrics.get("uplink-bits-per-weight")
         if not np.isnan(d):
             report.metrics["mada-hamming"] = d
         state.round = server_round
@@ -422,11 +470,19 @@ class PRISM(GenerativeStrategy):
         if MASK_KEY not in content or METRICS_KEY not in content:
             raise InvalidReply(f"reply lacks '{MASK_KEY}' or '{METRICS_KEY}'")
         record = content[MASK_KEY]
-        if not isinstance(record, ArrayRecord) or list(record.keys()) != [MASK_KEY]:
-            raise InvalidReply(f"'{MASK_KEY}' must hold exactly one array named {MASK_KEY!r}")
-        packed = record[MASK_KEY].numpy()
+        names = list(record.keys()) if isinstance(record, ArrayRecord) else []
+        if names not in ([MASK_KEY], [CODED_MASK]):
+            raise InvalidReply(
+                f"'{MASK_KEY}' must hold exactly one array, {MASK_KEY!r} (bit-packed) or "
+                f"{CODED_MASK!r} (entropy-coded)"
+            )
+        assert isinstance(record, ArrayRecord)
+        array = record[names[0]].numpy()
         try:
-            bits = unpack_mask(packed, self.num_weights)
+            if names == [MASK_KEY]:
+                bits = unpack_mask(array, self.num_weights)
+            else:
+                bits = decode(array, self._coding_freq)
         except ValueError as err:
             raise InvalidReply(str(err)) from err
         density = float(bits.mean())
@@ -441,6 +497,8 @@ class PRISM(GenerativeStrategy):
         }  # type: ignore[union-attr]
         if not all(np.isfinite(list(metrics.values()))):
             raise InvalidReply("metrics hold NaN or Inf")
+        # measured here, from what arrived, never taken from the node
+        metrics["uplink-bits-per-weight"] = 8 * array.nbytes / self.num_weights
         return bits, metrics
 
     def fixed_mask(self, state: ServerState) -> np.ndarray:
@@ -464,10 +522,12 @@ class PRISM(GenerativeStrategy):
             "prism": {
                 "generator": self.generator_size,
                 "masked-weights": self.num_weights,
-                "mask-bytes": packed,
-                "bits-per-weight": 8 * packed / self.num_weights,
+                "mask-bytes": packed,  # bit-packed (the fallback)
+                "packed-bits-per-weight": 8 * packed / self.num_weights,
+                "uplink-bits-per-weight": self._uplink_bits,  # measured, last round
                 "aggregation": self.aggregation,
                 "downlink": self.downlink,
+                "uplink": self.uplink,
                 "dp": self.dp,
                 "real-floor": self.real_floor(),
             }
@@ -551,6 +611,7 @@ def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any
     return PRISM(
         aggregation=cfg.prism_aggregation,
         downlink=cfg.prism_downlink,
+        uplink=cfg.prism_uplink,
         final_mask=cfg.prism_final_mask,
         density_bound=cfg.prism_density_bound,
         **generative_inputs(cfg, fed),

@@ -516,7 +516,7 @@ def test_federation_across_network_namespaces_over_tls(namespaces, tmp_path, fre
 # ---------------------------------------------------------------- same results as in process
 
 # FedAvg is compared in the TLS test; then one method per other message flow:
-# query.seed + train.h2l, and bit-packed masks.
+# query.seed + train.h2l, and PRISM's coded masks.
 CI_METHODS = ("fedh2l", "prism")
 METHODS = {
     "fedavg": {},
@@ -533,7 +533,12 @@ METHODS = {
         "mosaic-distill-steps": 10,
         "distill-steps": 10,
     },
-    "prism": {"local-steps": 2, "batch-size": 16, "prism-eval-samples": 100},
+    "prism": {
+        "local-steps": 2,
+        "batch-size": 16,
+        "prism-eval-samples": 100,
+        "prism-judge-steps": 100,
+    },
 }
 
 

@@ -41,9 +41,14 @@ def _env(tmp_path: Path, port: str) -> dict[str, str]:
         # a fine-tuning round; generators cached by concurrent Ray workers.
         'method="mosaic" mosaic-distill-round=1 generator-steps=150 generator-width=8 '
         "generator-aux-steps=60 prototype-confidence=0.5 meta-steps=50 mosaic-distill-steps=20",
-        # PRISM: bit-packed masks up, client optimizer state in context.state across rounds,
-        # the exported generator written by the ServerApp.
-        'method="prism" lr=0.1 batch-size=16 prism-eval-samples=200 prism-judge-steps=200',
+        # PRISM: coded masks up, client optimizer state in context.state across rounds, the
+        # exported generator written by the ServerApp. CI runs PRISM through real Flower in
+        # tests/test_deployment.py (process per message, compared with the in-process run);
+        # this simulation run is in `pytest -m exhaustive`.
+        pytest.param(
+            'method="prism" lr=0.1 batch-size=16 prism-eval-samples=200 prism-judge-steps=200',
+            marks=pytest.mark.exhaustive,
+        ),
     ],
     ids=["fedavg", "fmd", "mosaic", "prism"],
 )
@@ -82,7 +87,7 @@ def test_flwr_run_simulation_completes_and_writes_outputs(tmp_path, method_confi
     assert summary["status"] == "completed" and summary["rounds-completed"] == 2
     if "prism" in method_config:
         assert summary["final-fd"] > 0 and summary["export"]["bytes"] < 60_000
-        assert summary["prism"]["bits-per-weight"] == 1.0
+        assert 0.5 < summary["prism"]["uplink-bits-per-weight"] < 1.0  # entropy-coded
         samples = tmp_path / "outputs" / "smoke" / "samples"
         assert (samples / "generator-round2.png").exists()
     else:

@@ -99,3 +99,22 @@ def test_clipped_matching_compares_clipped_fakes():
     assert float(gap_mean.abs().max()) < 1e-6 and float(gap_var.abs().max()) < 1e-6
     raw_gap, _ = MomentMatching(nn.Flatten(), mean, var).gaps(fake)
     assert float(raw_gap.abs().max()) > 0.1
+
+
+def test_folded_batch_norms_compute_the_same_features_and_gradients():
+    from models.mmd import EfficientNetFeatures
+
+    torch.manual_seed(0)
+    plain, folded = EfficientNetFeatures(fold=False), EfficientNetFeatures()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert folded.id != plain.id  # cached real statistics are never mixed
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    grads = []
+    for phi in (plain, folded):
+        xi = x.clone().requires_grad_(True)
+        f = phi(xi)
+        f.pow(2).sum().backward()
+        grads.append((f.detach(), xi.grad))
+    (f0, g0), (f1, g1) = grads
+    torch.testing.assert_close(f1, f0, rtol=1e-4, atol=1e-4 * float(f0.abs().max()))
+    torch.testing.assert_close(g1, g0, rtol=1e-4, atol=1e-4 * float(g0.abs().max()))

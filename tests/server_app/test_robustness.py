@@ -186,8 +186,8 @@ def test_median_aggregation_survives_a_poisoned_model_the_mean_does_not(tmp_path
 
 def test_prism_masks_far_from_the_expected_density_are_dropped_under_a_bound(tmp_path):
     def all_ones(content):
-        packed = content["mask"]["mask"].numpy()  # 418,192 weights: no padding bits
-        content["mask"] = ArrayRecord({"mask": Array(np.full_like(packed, 0xFF))})
+        ones = np.full(418_192 // 8, 0xFF, dtype=np.uint8)  # 418,192 weights: no padding bits
+        content["mask"] = ArrayRecord({"mask": Array(ones)})
 
     prism = {
         "method": "prism",
