@@ -3,7 +3,7 @@
 1. Every method (the golden test's small digits settings, 3 clients, 2 rounds) runs through
    the in-process grid with every node's ``device`` set to ``--device``; on CUDA the table
    gives the GPU memory the run peaked at, server and clients together (the server picks
-   CUDA by itself when present). PRISM's client training runs on the CPU today.
+   CUDA by itself when present).
 2. A FedAvg round on Fashion-MNIST (10 clients, cnn-small, 50 local steps, 3 rounds): the
    median seconds of rounds 2-3 with the nodes on ``--device`` and on the CPU.
 
