@@ -18,6 +18,7 @@ benchmarks/results/prism.{json,md} after every run; ``--resume`` continues a tab
 
     python -m benchmarks.prism --datasets fmnist
     python -m benchmarks.prism --datasets mnist10k --out-name prism-mnist10k
+    python -m benchmarks.prism --preset paper     # GPU + internet: the paper's scale
 """
 
 from __future__ import annotations
@@ -53,12 +54,13 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, str, float, str]]:
     non_iid = "non-IID (4 shards)"
     cells = []
     for dataset in args.datasets.split(","):
-        cells += [(dataset, non_iid, m, 0.0, "small") for m in METHODS]
-        cells += [(dataset, non_iid, m, DP_EPSILON, "small") for m in METHODS]
-        if dataset == "fmnist":  # communication only: the network, not the data, sets it
+        size = getattr(args, "generator", "small")  # tables made before --generator: small
+        cells += [(dataset, non_iid, m, 0.0, size) for m in METHODS]
+        cells += [(dataset, non_iid, m, DP_EPSILON, size) for m in METHODS]
+        if dataset == "fmnist" and size == "small":  # communication only: the network sets it
             cells.append((dataset, non_iid, "PRISM", 0.0, "full"))
             cells.append((dataset, non_iid, "FedAvg generator", 0.0, "full"))
-        cells += [(dataset, "IID", m, 0.0, "small") for m in METHODS]
+        cells += [(dataset, "IID", m, 0.0, size) for m in METHODS]
     return cells
 
 
@@ -72,7 +74,7 @@ def cell_settings(
     dataset: str, split: str, method: str, eps: float, size: str, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Every setting of one cell (configs/prism-*.yaml, fedavg-generator-*.yaml hold the same)."""
-    communication_only = size == "full"
+    communication_only = _communication_only(size, args)
     return {
         **METHODS[method],
         **SPLITS[split],
@@ -86,15 +88,25 @@ def cell_settings(
         "prism-dp-epsilon": eps,
         "prism-eval-samples": 200 if communication_only else args.eval_samples,
         "prism-sample-every": 5,
+        **({"download": True} if getattr(args, "download", False) else {}),
     }
+
+
+def _communication_only(size: str, args: argparse.Namespace) -> bool:
+    """A full-size cell beside small quality cells measures bytes only (one round, one step)."""
+    return size == "full" and getattr(args, "generator", "small") == "small"
 
 
 def run_cell(
     dataset: str, split: str, method: str, eps: float, size: str, args: argparse.Namespace
 ) -> dict[str, Any]:
     overrides = cell_settings(dataset, split, method, eps, size, args)
-    s = run_in_process(overrides, run_name(dataset, split, method, eps, size), args.clients)
-    return _row(dataset, split, method, eps, size, s, args.clients)
+    device = getattr(args, "device", "")
+    nodes = {i: {"device": device} for i in range(args.clients)} if device else None
+    name = run_name(dataset, split, method, eps, size)
+    s = run_in_process(overrides, name, args.clients, node_extras=nodes)
+    row = _row(dataset, split, method, eps, size, s, args.clients)
+    return {**row, "communication-only": _communication_only(size, args)}
 
 
 def _row(
@@ -154,7 +166,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
     ]
     floors: dict[str, dict[str, float]] = {}
     for r in results:
-        if r["generator"] != "small":
+        if _comm_row(r):
             continue
         floors.setdefault(r["dataset"], r["real-floor"] or {})
         lines.append(
@@ -175,7 +187,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
                 f"{fl['density']:.3f} | {fl['coverage']:.3f} | {fl['classes-covered']:.0f} | "
                 f"{fl['class-tv']:.3f} | - | - | - |"
             )
-    full = [r for r in results if r["generator"] == "full"]
+    full = [r for r in results if _comm_row(r)]
     if full:
         lines += [
             "",
@@ -199,6 +211,11 @@ def table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _comm_row(r: dict[str, Any]) -> bool:
+    # rows written before the flag existed: every full-size row was communication only
+    return bool(r.get("communication-only", r["generator"] == "full"))
+
+
 def _bits(per_round: list[float] | None) -> str:
     return "-" if not per_round else f"{per_round[0]:.3f} / {per_round[-1]:.3f}"
 
@@ -213,7 +230,8 @@ def rescore(args: argparse.Namespace) -> None:
         if not (run / "summary.json").exists():
             continue
         summary = json.loads((run / "summary.json").read_text())
-        results.append(_row(dataset, split, method, eps, size, summary, settings.clients))
+        row = _row(dataset, split, method, eps, size, summary, settings.clients)
+        results.append({**row, "communication-only": _communication_only(size, settings)})
     save(results, settings)
     print("\n".join(table(results)))
 
@@ -246,12 +264,46 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out-name", default="prism", help="results/<name>.{json,md}")
     p.add_argument("--resume", action="store_true", help="keep the finished rows of the file")
     p.add_argument("--cells", default="", help="only the cells whose run name matches this regex")
+    p.add_argument(
+        "--generator", default="small", choices=("small", "full"), help="of the quality cells"
+    )
+    p.add_argument("--device", default="", help="the nodes' device (default: cpu; cuda, cuda:1)")
+    p.add_argument("--download", action="store_true", help="allow downloads (CIFAR-10, CelebA)")
+    p.add_argument(
+        "--preset",
+        default="",
+        choices=("", "paper"),
+        help="paper: the full generator, 500 rounds x 100 local steps at batch 64 on CIFAR-10 "
+        "and CelebA (downloaded), on cuda when present; overrides those flags",
+    )
     p.add_argument("--rescore", action="store_true", help="rebuild the table from kept runs")
     return p
 
 
-def main() -> None:
-    args = parser().parse_args()
+# The paper's setting (10 clients, all participating, 500 rounds, 100 local steps, batch 64, the
+# full generator); needs a GPU and internet (about 1.9 h of local steps per cell on an H200:
+# docs/benchmarks.md).
+PAPER = {
+    "generator": "full",
+    "rounds": 500,
+    "local_steps": 100,
+    "batch_size": 64,
+    "datasets": "cifar10,celeba",
+    "download": True,
+    "out_name": "prism-paper",
+}
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """The settings after the preset."""
+    if args.preset == "paper":
+        args = argparse.Namespace(**{**vars(args), **PAPER})
+        args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = resolve(parser().parse_args(argv))
     OUT.mkdir(parents=True, exist_ok=True)
     if args.rescore:
         rescore(args)
