@@ -77,8 +77,7 @@ def train_mask(content: RecordDict, node_config: dict[str, Any], state: RecordDi
     model = generator_spec(config, node.input_shape[0], dense=False).build()
     if THETA_KEY in content:
         probs = record_to_arrays(array_record(content, THETA_KEY))
-        sent = flat(probs, model)
-        freq1 = frequencies_from_theta(sent)
+        freq1 = frequencies_from_theta(flat(probs, model))
         eps = 1e-6  # float16 rounds extreme probabilities to 0 or 1
         set_layer_arrays(
             model,
@@ -89,11 +88,11 @@ def train_mask(content: RecordDict, node_config: dict[str, Any], state: RecordDi
         scores = record_to_arrays(array_record(content, SCORES_KEY))
         freq1 = frequencies_from_scores(flat(scores, model))
         set_layer_arrays(model, "scores", scores)
-    theta_sent = torch.sigmoid(torch.from_numpy(flat(get_layer_arrays(model, "scores"), model)))
+    theta_sent = _theta(model)
     params = [layer.scores for _, layer in masked_layers(model)]
     metrics, gen = _train(model, params, node, config, state)
+    theta = _theta(model)
     with torch.no_grad():
-        theta = torch.sigmoid(torch.from_numpy(flat(get_layer_arrays(model, "scores"), model)))
         bits = torch.bernoulli(theta, generator=gen).to(torch.uint8).numpy()
     metrics["mask-density"] = float(bits.mean())
     # How far one round of local training moved the probabilities from the global ones.
@@ -105,6 +104,11 @@ def train_mask(content: RecordDict, node_config: dict[str, Any], state: RecordDi
             METRICS_KEY: MetricRecord(metrics),
         }
     )
+
+
+def _theta(model: MaskedGenerator) -> torch.Tensor:
+    """The keep probabilities of every masked weight, flat in mask order."""
+    return torch.sigmoid(torch.from_numpy(flat(get_layer_arrays(model, "scores"), model)))
 
 
 def _smallest_mask(bits: np.ndarray, freq1: np.ndarray | None) -> tuple[str, np.ndarray]:

@@ -63,9 +63,9 @@ def num_lanes(n: int) -> int:
     return int(min(high, max(low, -(-n // STEPS_PER_LANE))))
 
 
-def coded_words(n: int, words: int) -> int:
-    """Renormalisation words of a stream of ``words`` uint16 for ``n`` bits (the rest is state)."""
-    return words - 2 * num_lanes(n)
+def _symbol_range(sym: np.ndarray, f1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(frequency, start) of each symbol: a 1 owns [0, f1), a 0 owns [f1, 2^16)."""
+    return np.where(sym, f1, PROB_SCALE - f1), np.where(sym, 0, f1)
 
 
 def _grid(values: np.ndarray, lanes: int, fill: int) -> np.ndarray:
@@ -88,8 +88,7 @@ def encode(bits: np.ndarray, freq1: np.ndarray) -> np.ndarray:
     x = np.full(lanes, STATE_LOW, dtype=np.uint64)
     emitted: list[np.ndarray] = []
     for t in range(len(sym) - 1, -1, -1):  # rANS encodes backwards; the decoder reads forwards
-        freq = np.where(sym[t], f1[t], PROB_SCALE - f1[t])
-        start = np.where(sym[t], 0, f1[t])  # a 1 owns [0, f1), a 0 owns [f1, 2^16)
+        freq, start = _symbol_range(sym[t], f1[t])
         out = x >= (freq << np.uint64(WORD_BITS))
         emitted.append((x[out] & np.uint64(0xFFFF)).astype(np.uint16))
         x = np.where(out, x >> np.uint64(WORD_BITS), x)
@@ -120,8 +119,7 @@ def decode(stream: np.ndarray, freq1: np.ndarray) -> np.ndarray:
     for t in range(len(f1)):
         slot = x & mask16
         sym[t] = slot < f1[t]
-        freq = np.where(sym[t], f1[t], PROB_SCALE - f1[t])
-        start = np.where(sym[t], 0, f1[t])
+        freq, start = _symbol_range(sym[t], f1[t])
         x = freq * (x >> np.uint64(PROB_BITS)) + slot - start
         need = x < STATE_LOW
         k = int(need.sum())

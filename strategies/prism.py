@@ -470,16 +470,18 @@ class PRISM(GenerativeStrategy):
         if MASK_KEY not in content or METRICS_KEY not in content:
             raise InvalidReply(f"reply lacks '{MASK_KEY}' or '{METRICS_KEY}'")
         record = content[MASK_KEY]
-        names = list(record.keys()) if isinstance(record, ArrayRecord) else []
-        if names not in ([MASK_KEY], [CODED_MASK]):
+        if not isinstance(record, ArrayRecord) or list(record.keys()) not in (
+            [MASK_KEY],
+            [CODED_MASK],
+        ):
             raise InvalidReply(
                 f"'{MASK_KEY}' must hold exactly one array, {MASK_KEY!r} (bit-packed) or "
                 f"{CODED_MASK!r} (entropy-coded)"
             )
-        assert isinstance(record, ArrayRecord)
-        array = record[names[0]].numpy()
+        (name,) = record.keys()
+        array = record[name].numpy()
         try:
-            if names == [MASK_KEY]:
+            if name == MASK_KEY:
                 bits = unpack_mask(array, self.num_weights)
             else:
                 bits = decode(array, self._coding_freq)
