@@ -35,6 +35,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "feddf": {"models": "heterogeneous", "public-fraction": 0.1},
     "fedh2l": {"models": "heterogeneous"},
     "fd": {"models": "heterogeneous"},
+    "fedproto": {"models": "heterogeneous"},
     "fmd": {"teacher": "pixels", "probe-rounds": 5},
     "mosaic": {
         "models": "heterogeneous",

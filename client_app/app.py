@@ -28,6 +28,7 @@ from protocol import (
     TRAIN_H2L,
     TRAIN_MASK,
     TRAIN_PROBE,
+    TRAIN_PROTO,
     NodeError,
     action,
     array_record,
@@ -125,6 +126,18 @@ def train_fd(msg: Message, context: Context) -> Message:
     own per-class mean logits."""
     with stage("imports"):
         from .fd import train_fd as run_round
+
+    reply = run_round(msg.content, dict(context.node_config), context.state)
+    return Message(reply, reply_to=msg)
+
+
+@app.train(action(TRAIN_PROTO))
+@timed
+def train_proto(msg: Message, context: Context) -> Message:
+    """FedProto: train the node's private model toward the global class prototypes; reply its
+    own prototypes."""
+    with stage("imports"):
+        from .fedproto import train_fedproto as run_round
 
     reply = run_round(msg.content, dict(context.node_config), context.state)
     return Message(reply, reply_to=msg)

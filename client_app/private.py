@@ -1,4 +1,5 @@
-"""A node's private model, for the methods whose models never leave the node (FedH2L, FD).
+"""A node's private model, for the methods whose models never leave the node (FedH2L, FD,
+FedProto).
 
 The model lives in ``context.state`` between messages (in simulation and deployment alike);
 the node scores it on the run's test split and on a held-out tenth of its own data, and the
@@ -16,6 +17,7 @@ from torch import nn
 
 from federated_data import ArrayDataset
 from federated_data.sources import load_source
+from models.features import with_feature_width
 from models.training import evaluate_classifier
 from models.zoo import build_model
 
@@ -36,14 +38,19 @@ def local_split(node: NodeSetup, seed: int) -> tuple[ArrayDataset, ArrayDataset]
     )
 
 
-def restore_model(node: NodeSetup, state: RecordDict, seed: int, key: str) -> nn.Module:
+def restore_model(
+    node: NodeSetup, state: RecordDict, seed: int, key: str, feature_width: int | None = None
+) -> nn.Module:
     """The node's model from ``state[key]``; on its first round, fresh weights seeded by the
-    run's seed and the partition (the same on every machine)."""
+    run's seed and the partition (the same on every machine). ``feature_width``: a head that
+    reads that many features (FedProto; :func:`models.features.with_feature_width`)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(
             int(np.random.SeedSequence([seed, node.partition_id]).generate_state(1)[0])
         )
         model = build_model(node.architecture, node.input_shape, node.num_classes)
+        if feature_width is not None:
+            model = with_feature_width(model, feature_width)
     if key in state:
         record = state[key]
         assert isinstance(record, ArrayRecord)
@@ -78,3 +85,19 @@ def scores(
         "test-loss": test["loss"],
         "local-accuracy": local["accuracy"],
     }
+
+
+def class_means(
+    vectors: np.ndarray, labels: np.ndarray, num_classes: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(classes, width) float32 mean of ``vectors`` (one row per example) over the examples of
+    each class held, zero rows elsewhere, and (classes,) int64 counts: what FD's and FedProto's
+    nodes send."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.int64)
+    sums = np.zeros((num_classes, width))
+    if len(labels):
+        np.add.at(sums, labels, vectors.astype(np.float64))
+    means = np.zeros(sums.shape, dtype=np.float32)
+    held = counts > 0
+    means[held] = (sums[held] / counts[held, None]).astype(np.float32)
+    return means, counts

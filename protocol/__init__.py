@@ -24,6 +24,8 @@ message type             content sent to the node            reply content
                                                              dense baseline)
 ``train.fd``             ``config`` [+ ``class-logits``:     ``class-logits`` (the node's),
                          the peers' per-class means]         ``metrics`` (FD)
+``train.proto``          ``config`` [+ ``class-prototypes``: ``class-prototypes`` (the node's),
+                         the global prototypes]              ``metrics`` (FedProto)
 =======================  ==================================  ====================================
 
 Every reply also carries ``timing`` (seconds of start-up, imports, data loading and handling on
@@ -35,6 +37,7 @@ from .errors import ErrorCode, NodeError
 from .messages import (
     ARRAYS_KEY,
     CLASS_LOGITS_KEY,
+    CLASS_PROTOTYPES_KEY,
     CODED_MASK,
     CONFIG_KEY,
     GENERATOR_KEY,
@@ -60,6 +63,7 @@ from .messages import (
     TRAIN_H2L,
     TRAIN_MASK,
     TRAIN_PROBE,
+    TRAIN_PROTO,
     action,
 )
 from .records import (
@@ -73,6 +77,7 @@ from .records import (
 __all__ = [
     "ARRAYS_KEY",
     "CLASS_LOGITS_KEY",
+    "CLASS_PROTOTYPES_KEY",
     "CODED_MASK",
     "CONFIG_KEY",
     "GENERATOR_KEY",
@@ -98,6 +103,7 @@ __all__ = [
     "TRAIN_H2L",
     "TRAIN_MASK",
     "TRAIN_PROBE",
+    "TRAIN_PROTO",
     "ErrorCode",
     "NodeError",
     "action",

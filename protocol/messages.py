@@ -15,6 +15,7 @@ QUERY_PROTOTYPES = "query.prototypes"  # Mosaic
 TRAIN_MASK = "train.mask"  # PRISM
 TRAIN_DENSE_GENERATOR = "train.dense_generator"  # PRISM's baseline (Flower names = identifiers)
 TRAIN_FD = "train.fd"  # FD (federated distillation)
+TRAIN_PROTO = "train.proto"  # FedProto
 
 # Record keys.
 ARRAYS_KEY = "arrays"
@@ -43,3 +44,8 @@ def action(message_type: str) -> str:
     if not name:
         raise ValueError(f"{message_type!r} has no action: it goes to the default handler")
     return name
+
+
+# FedProto: "prototypes" (classes, proto-width) float32, the mean features of each class, and
+# "counts" as for FD; the global prototypes go down in the same form.
+CLASS_PROTOTYPES_KEY = "class-prototypes"

@@ -20,7 +20,7 @@ from typing import Any
 from models.generators import GENERATOR_SETTINGS
 from models.training import KD_SETTINGS
 from protocol.settings import Section
-from strategies import fd, fedavg, feddf, fedh2l, fedprox, fmd, mosaic, prism
+from strategies import fd, fedavg, feddf, fedh2l, fedproto, fedprox, fmd, mosaic, prism
 from strategies.base import Builder
 
 
@@ -59,6 +59,7 @@ METHODS: dict[str, Method] = {
         Method("feddf", feddf.build, (_DISTILL, _AVG), feddf.check_settings),
         Method("fedh2l", fedh2l.build, (fedh2l.FEDH2L_SETTINGS,), fedh2l.check_settings),
         Method("fd", fd.build, (fd.FD_SETTINGS,)),
+        Method("fedproto", fedproto.build, (fedproto.FEDPROTO_SETTINGS,)),
         Method(
             "fmd", fmd.build, (fmd.FMD_SETTINGS, KD_SETTINGS, _DISTILL, _AVG), fmd.check_settings
         ),

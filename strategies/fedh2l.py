@@ -37,7 +37,7 @@ from protocol import (
 from protocol.settings import ConfigError, Section, Setting
 
 from .base import FederatedStrategy, FederationError, RoundReport, require_choice
-from .relay import CLIENT_METRICS, check_scores, client_scores, round_metrics
+from .relay import check_scores, client_scores, close_round
 from .state import ServerState
 from .topology import TOPOLOGIES, leave_one_out_means, neighbours, seed_agreement
 from .validation import InvalidReply
@@ -223,10 +223,7 @@ class FedH2L(FederatedStrategy):
             if posteriors is not None:
                 state.data[f"post/{pid[n]}"] = posteriors
             client_metrics[f"p{pid[n]}-{self.nodes[n].architecture}"] = metrics
-        state.extra[CLIENT_METRICS] = client_metrics
-        report.metrics.update(round_metrics(client_metrics))
-        state.round = server_round
-        return state, report
+        return close_round(state, report, client_metrics, server_round)
 
     def evaluate(
         self, state: ServerState, test: ArrayDataset, device: torch.device

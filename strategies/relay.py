@@ -1,5 +1,5 @@
-"""What the relay methods share (FedH2L, FD): the server holds no model and averages no weights;
-each node trains a private model, scores it, and the server reports those scores.
+"""What the relay methods share (FedH2L, FD, FedProto): the server holds no model and averages no
+weights; each node trains a private model, scores it, and the server reports those scores.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .base import RoundReport
 from .state import ServerState
 from .validation import InvalidReply, check_num_examples
 
@@ -52,3 +53,16 @@ def client_scores(state: ServerState) -> dict[str, dict[str, float]]:
         }
         for name, m in state.extra.get(CLIENT_METRICS, {}).items()
     }
+
+
+def close_round(
+    state: ServerState,
+    report: RoundReport,
+    client_metrics: dict[str, dict[str, float]],
+    server_round: int,
+) -> tuple[ServerState, RoundReport]:
+    """Keep the clients' scores in the state (the run's evaluation) and summarise them."""
+    state.extra[CLIENT_METRICS] = client_metrics
+    report.metrics.update(round_metrics(client_metrics))
+    state.round = server_round
+    return state, report

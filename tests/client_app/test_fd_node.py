@@ -4,8 +4,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from client_app.fd import class_mean_logits, fd_loss
-from federated_data import ArrayDataset
+from client_app.fd import fd_loss
+from client_app.private import class_means
+from models.training import predict_logits
 
 
 def test_fd_loss_is_ce_plus_scaled_kl_toward_the_class_mean_of_each_row():
@@ -36,7 +37,8 @@ def test_class_means_average_the_logits_of_each_class_held():
     x = np.zeros((4, 1, 1, 3), np.uint8)
     x[:, 0, 0, :] = [[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 0, 0]]
     y = np.array([0, 0, 2, 2])
-    means, counts = class_mean_logits(_Identity(), ArrayDataset(x, y), 3, torch.device("cpu"))
+    logits = predict_logits(_Identity(), x, torch.device("cpu")).numpy()
+    means, counts = class_means(logits, y, 3, 3)
     assert counts.tolist() == [2, 0, 2] and means.dtype == np.float32
     assert np.allclose(means[0], [0, 0, 0])  # (-1 + 1) / 2
     assert np.allclose(means[1], 0)  # not held: a zero row

@@ -40,6 +40,7 @@ CASES: dict[str, dict[str, Any]] = {
     "feddf": {"method": "feddf", "models": "heterogeneous", "public-fraction": 0.1},
     "fedh2l": {"method": "fedh2l", "models": "heterogeneous"},
     "fd": {"method": "fd", "models": "heterogeneous"},
+    "fedproto": {"method": "fedproto", "models": "heterogeneous"},
     "fmd": {"method": "fmd", "teacher": "pixels", "probe-rounds": 5},
     "mosaic": {
         "method": "mosaic",
