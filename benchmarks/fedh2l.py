@@ -10,12 +10,14 @@ model(s) for FedAvg/FedDF; measured bytes per round (down + up, serialised recor
 cells run through ``bouquet.grid``.
 
     python -m benchmarks.fedh2l --seeds 0
+    python -m benchmarks.fedh2l --grid grids/fedh2l-clip.yaml   # the gradient clip's check
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import yaml
@@ -27,20 +29,22 @@ from bouquet.grid import load_grid, run_grid
 GRID = ROOT / "grids" / "fedh2l.yaml"
 
 
-def labels() -> dict[str, list[str]]:
+def labels(grid_file: Path) -> dict[str, list[str]]:
     """The grid's partition and row labels, in the file's order."""
-    sweep = yaml.safe_load(GRID.read_text())["sweep"]
+    sweep = yaml.safe_load(grid_file.read_text())["sweep"]
     return {key: [v["label"] for v in values] for key, values in sweep.items()}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="", help="override the grid's seeds, e.g. 0,1,2")
+    p.add_argument("--grid", type=Path, default=GRID, help="a grid of the same shape")
+    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    grid = load_grid(GRID, ROOT, seeds=seeds, output_dir=OUT / "runs" / "grids")
-    run_grid(grid)
-    names = labels()
+    grid = load_grid(args.grid, ROOT, seeds=seeds, output_dir=OUT / "runs" / "grids")
+    run_grid(grid, jobs=args.jobs)
+    names = labels(args.grid)
     per_seed = len(grid.cells) // (len(names["partition"]) * len(names["row"]))
     results = []
     for i, cell in enumerate(grid.cells):
@@ -54,6 +58,7 @@ def main() -> None:
                 "seed": cell.settings["seed"],
                 "mean-accuracy": float(np.mean(accs)),
                 "worst-accuracy": float(np.min(accs)),
+                "per-client": {k: m["accuracy"] for k, m in run.summary["final-per-model"].items()},
                 "bytes-round-1": run.rows[0]["bytes-down"] + run.rows[0]["bytes-up"],
                 "bytes-later-rounds": float(
                     np.mean([r["bytes-down"] + r["bytes-up"] for r in run.rows[1:]])
@@ -61,8 +66,9 @@ def main() -> None:
                 "seconds": run.summary["seconds"],
             }
         )
-    meta = {"grid": str(GRID.relative_to(ROOT)), "seeds": seeds or "the grid's"}
-    (OUT / "fedh2l.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    grid_path = args.grid.resolve()
+    meta = {"grid": str(grid_path.relative_to(ROOT)), "seeds": seeds or "the grid's"}
+    (OUT / f"{grid.name}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     lines = [
         "| partition | method | seed | mean acc | worst client | bytes/round (round 1) | "
         "bytes/round (later) |",
@@ -74,7 +80,7 @@ def main() -> None:
             f"{r['worst-accuracy']:.3f} | {r['bytes-round-1'] / 1e6:.3f} MB | "
             f"{r['bytes-later-rounds'] / 1e6:.3f} MB |"
         )
-    (OUT / "fedh2l.md").write_text("\n".join(lines) + "\n")
+    (OUT / f"{grid.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -182,6 +182,18 @@ def _set_fo_cos_grads(
         p.grad = a + b - weight * c  # descend both losses, ascend their gradients' cosine
 
 
+@torch.no_grad()
+def clip_gradient(model: nn.Module, max_norm: float) -> float:
+    """Scale the parameters' gradients so that their global L2 norm is at most ``max_norm``;
+    returns the norm before clipping."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = float(torch.stack([(g * g).sum() for g in grads]).sum().sqrt()) if grads else 0.0
+    if norm > max_norm:
+        for g in grads:
+            g.mul_(max_norm / norm)
+    return norm
+
+
 def train_h2l(content: RecordDict, node_config: dict[str, Any], state: RecordDict) -> RecordDict:
     """One FedH2L round on this node; returns posteriors on the seed set and metrics."""
     config: dict[str, Any] = dict(content["config"])  # type: ignore[arg-type]
@@ -258,6 +270,7 @@ def _train(
         return 0.0
     lam, temperature = float(config["h2l-lambda"]), float(config["h2l-temperature"])
     align = str(config["align"])
+    max_norm = float(config["h2l-max-grad-norm"])
     opt = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     xs, ys = images_to_tensor(train.x), torch.from_numpy(train.y)
     sx = images_to_tensor(seed.x) if seed is not None else None
@@ -297,6 +310,8 @@ def _train(
             seed_loss = h2l_objective(model, None, s_x, s_y, peer_batch, lam, temperature)
             total = local_loss + seed_loss
             total.backward()
+        if max_norm > 0:
+            clip_gradient(model, max_norm)
         opt.step()
         losses.append(float(total.detach()))
     return float(np.mean(losses)) if losses else 0.0

@@ -102,6 +102,15 @@ FEDH2L_SETTINGS = Section(
             travel="all",
         ),
         Setting("align-weight", 0.01, "weight of fo-cos's cosine bonus", low=0.0, travel="all"),
+        Setting(
+            "h2l-max-grad-norm",
+            5.0,
+            "clip each local step's gradient to this global norm (0 = off, the paper's "
+            "behaviour); keeps the gradient spikes of the first distillation rounds from "
+            "killing a small client's ReLUs (docs/methods/fedh2l.md)",
+            low=0.0,
+            travel="all",
+        ),
     ),
 )
 

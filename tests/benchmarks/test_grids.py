@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.fedh2l import labels
+from benchmarks.fedh2l import GRID, labels
 from benchmarks.harness import OUT, ROOT
 from bouquet.grid import load_grid
 
@@ -28,7 +28,7 @@ def test_the_baselines_grid_is_the_benchmarked_grid():
 
 def test_the_fedh2l_grid_is_the_benchmarked_grid():
     recorded = json.loads((OUT / "fedh2l.json").read_text())
-    names = labels()
+    names = labels(GRID)
     assert [(r["partition"], r["row"]) for r in recorded["results"]] == [
         (p, r) for p in names["partition"] for r in names["row"]
     ]
