@@ -28,6 +28,7 @@ from models.training import (
     seeded_generator,
 )
 from protocol import PEERS_KEY, POSTERIORS_KEY, SEED_SET_KEY, ErrorCode, NodeError, arrays_to_record
+from protocol.posteriors import decode, encode
 
 from .node import load_node
 from .private import keep_model, local_split, restore_model, scores
@@ -202,7 +203,7 @@ def train_h2l(content: RecordDict, node_config: dict[str, Any], state: RecordDic
     train, local_test = local_split(node, int(config["data.seed"]))
     model = restore_model(node, state, int(config["data.seed"]), MODEL_STATE_KEY)
     seed = _seed_set(content, state, int(config["seed-per-class"]))
-    peers = _peer_matrices(content)
+    peers = _peer_matrices(content, node.num_classes)
     cfg = TrainConfig.from_config(config)
     gen = seeded_generator(int(config["data.seed"]), int(config["server-round"]), node.partition_id)
     with torch.random.fork_rng(devices=[]):
@@ -220,8 +221,8 @@ def train_h2l(content: RecordDict, node_config: dict[str, Any], state: RecordDic
         temperature = float(config["h2l-temperature"])
         logits = predict_logits(model, seed.x, device)
         probs = torch.softmax(logits / temperature, dim=1).numpy()
-        dtype = str(config["posterior-dtype"])
-        reply[POSTERIORS_KEY] = arrays_to_record({"p": probs.astype(dtype)})
+        code = str(config["posterior-dtype"])
+        reply[POSTERIORS_KEY] = arrays_to_record(encode("p", probs, code))
     return reply
 
 
@@ -240,12 +241,15 @@ def _seed_set(content: RecordDict, state: RecordDict, per_class: int) -> ArrayDa
     return ArrayDataset(record["x"].numpy(), record["y"].numpy().astype(np.int64))
 
 
-def _peer_matrices(content: RecordDict) -> list[np.ndarray]:
+def _peer_matrices(content: RecordDict, num_classes: int) -> list[np.ndarray]:
+    """The peers' posteriors (``mean`` or ``peer-<partition>``), decoded."""
     if PEERS_KEY not in content:
         return []
     record = content[PEERS_KEY]
     assert isinstance(record, ArrayRecord)
-    return [record[k].numpy().astype(np.float32) for k in record]
+    arrays = {k: record[k].numpy() for k in record}
+    names = dict.fromkeys(k.split(".", 1)[0] for k in arrays)  # in the record's order
+    return [decode(arrays, name, num_classes) for name in names]
 
 
 def _train(

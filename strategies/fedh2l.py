@@ -34,6 +34,7 @@ from protocol import (
     ErrorCode,
     arrays_to_record,
 )
+from protocol.posteriors import PosteriorError, check_encoding, decode, encode
 from protocol.settings import ConfigError, Section, Setting
 
 from .base import FederatedStrategy, FederationError, RoundReport, require_choice
@@ -44,7 +45,6 @@ from .validation import InvalidReply
 
 RELAYS = ("loo-mean", "full")
 PEER_WEIGHTINGS = ("uniform", "agreement")
-POSTERIOR_DTYPES = ("float32", "float16")
 ALIGNMENTS = ("none", "mldg", "fo-cos")
 SEED_SOURCES = ("donated", "public")
 
@@ -91,8 +91,8 @@ FEDH2L_SETTINGS = Section(
         Setting(
             "posterior-dtype",
             "float32",
-            "float16 halves the posterior traffic",
-            choices=POSTERIOR_DTYPES,
+            "encoding of the posteriors both ways: float32, float16, uint8 or uint4 (per-row "
+            "scaled), top<k> (the k largest per row, e.g. top3): protocol/posteriors.py",
         ),
         Setting(
             "align",
@@ -131,7 +131,8 @@ class FedH2L(FederatedStrategy):
     relay : str (default: "loo-mean")
         ``loo-mean`` sends one matrix (exact for equal peer weights), ``full`` every peer's.
     posterior_dtype : str (default: "float32")
-        ``float16`` halves the posterior traffic.
+        The posteriors' encoding both ways (:mod:`protocol.posteriors`): ``float16`` halves the
+        traffic, ``uint8``/``uint4`` quantise each row, ``top<k>`` keeps its k largest.
     peer_weighting : str (default: "uniform")
         ``uniform`` (the paper) or ``agreement``: each peer's matrix in the leave-one-out mean
         weighted by :func:`strategies.topology.seed_agreement` on the labelled seed rows.
@@ -305,17 +306,18 @@ class FedH2L(FederatedStrategy):
             )
         peers = [q for q in graph.get(partition, []) if q in previous]
         if peers:
-            dtype = np.dtype(self.posterior_dtype)
+            code = self.posterior_dtype
             if self.relay == "loo-mean":
                 mean = leave_one_out_means(
                     {q: previous[q] for q in peers}, {partition: peers}, weights
                 )
                 if partition in mean:  # absent when every peer weighs 0
-                    content[PEERS_KEY] = arrays_to_record({"mean": mean[partition].astype(dtype)})
+                    content[PEERS_KEY] = arrays_to_record(encode("mean", mean[partition], code))
             else:
-                content[PEERS_KEY] = arrays_to_record(
-                    {f"peer-{q}": previous[q].astype(dtype) for q in peers}
-                )
+                matrices = {
+                    k: v for q in peers for k, v in encode(f"peer-{q}", previous[q], code).items()
+                }
+                content[PEERS_KEY] = arrays_to_record(matrices)
         return content
 
     def _peer_weights(
@@ -361,26 +363,29 @@ class FedH2L(FederatedStrategy):
 
 
 def check_posteriors(record: object, num_rows: int, num_classes: int) -> np.ndarray:
-    """A (num_rows, num_classes) matrix of probability rows (float16/32), as float32."""
-    if not isinstance(record, ArrayRecord) or list(record.keys()) != ["p"]:
-        raise InvalidReply("posteriors must be an ArrayRecord holding one array 'p'")
-    p = record["p"].numpy()
-    if p.dtype not in (np.float16, np.float32):
-        raise InvalidReply(f"posteriors are {p.dtype}, not float16/float32")
+    """A (num_rows, num_classes) matrix of probability rows in any :mod:`protocol.posteriors`
+    encoding, decoded to float32."""
+    if not isinstance(record, ArrayRecord):
+        raise InvalidReply("posteriors must be an ArrayRecord")
+    arrays = {k: record[k].numpy() for k in record}
+    if any(k != "p" and not k.startswith("p.") for k in arrays):
+        raise InvalidReply(f"posteriors hold arrays {sorted(arrays)}, not one matrix 'p'")
+    try:
+        p = decode(arrays, "p", num_classes)
+    except PosteriorError as err:
+        raise InvalidReply(f"posteriors: {err}") from None
     if p.shape != (num_rows, num_classes):
         raise InvalidReply(
             f"posteriors have shape {list(p.shape)}, expected [{num_rows}, {num_classes}]"
         )
-    p32 = p.astype(np.float32)
-    if not np.isfinite(p32).all() or (p32 < 0).any():
-        raise InvalidReply("posteriors hold negative, NaN or Inf values")
-    tol = 1e-2 if p.dtype == np.float16 else 1e-4
-    if np.abs(p32.sum(1) - 1).max() > tol:
-        raise InvalidReply("posterior rows do not sum to 1")
-    return p32
+    return p
 
 
 def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any]) -> FedH2L:
+    try:
+        check_encoding(cfg.posterior_dtype, fed.num_classes)
+    except ValueError as err:
+        raise ConfigError(f"posterior-dtype: {err}") from None
     return FedH2L(
         num_classes=fed.num_classes,
         seed_per_class=cfg.seed_per_class,
@@ -395,6 +400,10 @@ def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any
 
 
 def check_settings(values: Mapping[str, Any]) -> None:
+    try:
+        check_encoding(str(values["posterior-dtype"]))
+    except ValueError as err:
+        raise ConfigError(f"posterior-dtype: {err}") from None
     if values["seed-per-class"] == 0 and values["h2l-lambda"] > 0:
         raise ConfigError(
             "seed-per-class=0 (no seed set) requires h2l-lambda=0: there is nothing to distil on"

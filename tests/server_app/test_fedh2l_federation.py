@@ -100,3 +100,28 @@ def test_public_unlabelled_seed_set_needs_no_donations(tmp_path):
     # No query.seed phase: round 1 sends the public set down, nothing but posteriors comes up.
     assert r[0]["bytes-up"] < 3 * (100 * 10 * 4 + 2_000)
     assert r[0]["bytes-down"] > 3 * 100 * 28 * 28
+
+
+def test_compressed_posteriors_travel_both_ways_in_fewer_bytes(tmp_path):
+    """uint8 (leave-one-out mean down) and top3 (every peer's matrix down): the nodes decode
+    what the server relays, and round 2's posterior traffic shrinks against float32."""
+    base = {**H2L, "num-server-rounds": 2, "local-steps": 10}
+    runs = {
+        (code, relay): run(
+            tmp_path / f"{code}-{relay}", {**base, "posterior-dtype": code, "relay": relay}
+        )
+        for code, relay in [
+            ("float32", "loo-mean"),
+            ("uint8", "loo-mean"),
+            ("float32", "full"),
+            ("top3", "full"),
+        ]
+    }
+    later = {k: rows(s)[1] for k, s in runs.items()}
+    assert all(s["status"] == "completed" for s in runs.values())
+    num_seed = 60  # 3 clients x 2 classes x 10 examples, 10 classes
+    # Up: 40 -> 12 bytes per seed row (uint8 + scale); 40 -> 9 (top3). Down alike.
+    saved_up = later[("float32", "loo-mean")]["bytes-up"] - later[("uint8", "loo-mean")]["bytes-up"]
+    assert saved_up >= 3 * num_seed * 25
+    saved_down = later[("float32", "full")]["bytes-down"] - later[("top3", "full")]["bytes-down"]
+    assert saved_down >= 3 * 2 * num_seed * 28  # each node gets its two peers' matrices

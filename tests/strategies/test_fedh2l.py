@@ -86,8 +86,10 @@ def test_posterior_validation():
         check_posteriors(_rec(bad), 4, 5)
     with pytest.raises(InvalidReply, match="float64"):
         check_posteriors(_rec(good.astype(np.float64)), 4, 5)
-    with pytest.raises(InvalidReply, match="one array"):
+    with pytest.raises(InvalidReply, match="no posterior encoding"):
         check_posteriors(ArrayRecord(), 4, 5)
+    with pytest.raises(InvalidReply, match="not one matrix 'p'"):
+        check_posteriors(arrays_to_record({"p": good, "extra": good}), 4, 5)
 
 
 def test_fo_cos_finite_differences_match_the_exact_cosine_gradient():
