@@ -17,10 +17,10 @@ encoding      arrays under the matrix's name ``<n>``                      bytes 
               mass is spread evenly over the other classes on decoding
 ============  ==========================================================  =================
 
-Decoding renormalises every row to sum 1 (quantisation moves the sums by up to half a step per
-entry). The record is self-describing: :func:`decode` reads whatever encoding arrived and
-refuses, naming the problem, anything that is not a valid encoding of a (rows, classes)
-probability matrix.
+Decoding renormalises every quantised or top-k row to sum 1 (quantisation moves the sums by up
+to half a step per entry); float rows are checked and passed on as sent. The record is
+self-describing: :func:`decode` reads whatever encoding arrived and refuses, naming the problem,
+anything that is not a valid encoding of a (rows, classes) probability matrix.
 """
 
 from __future__ import annotations
@@ -88,7 +88,9 @@ def decode(arrays: dict[str, np.ndarray], name: str, num_classes: int) -> np.nda
                 f"{name} is {p.dtype}{list(p.shape)}, expected float16/float32 [rows, "
                 f"{num_classes}]"
             )
-        return _normalised(p.astype(np.float32), name, tol=1e-2 if p.dtype == np.float16 else 1e-4)
+        p32 = p.astype(np.float32)
+        _normalised(p32, name, tol=1e-2 if p.dtype == np.float16 else 1e-4)  # checks only
+        return p32  # as sent: float32 rows reach the loss bit for bit
     if keys == {f"{name}.q", f"{name}.scale"}:
         return _dequantise(arrays[f"{name}.q"], arrays[f"{name}.scale"], name, num_classes)
     if keys == {f"{name}.idx", f"{name}.val"}:

@@ -109,7 +109,7 @@ FEDH2L_SETTINGS = Section(
             "behaviour); keeps the gradient spikes of the first distillation rounds from "
             "killing a small client's ReLUs (docs/methods/fedh2l.md)",
             low=0.0,
-            travel="all",
+            travel="method",
         ),
     ),
 )

@@ -32,7 +32,10 @@ def test_round_trip_error_and_size_of_each_dense_encoding(encoding, max_error, b
     assert sum(a.nbytes for a in arrays.values()) == bytes_per_row * len(p)
     back = decode(arrays, "p", 10)
     assert back.dtype == np.float32 and back.shape == p.shape
-    assert np.allclose(back.sum(1), 1, atol=1e-6)
+    # Float rows pass as sent (float16 rounding moves their sums); others are rescaled.
+    assert np.allclose(back.sum(1), 1, atol=1e-3 if encoding == "float16" else 1e-5)
+    if encoding == "float32":
+        assert np.array_equal(back, p)
     assert np.abs(back - p).max() <= max_error + 1e-6
     assert (back.argmax(1) == p.argmax(1)).mean() > 0.99
 
