@@ -38,16 +38,17 @@ SEED_STATE_KEY = "h2l-seed-set"
 
 
 def donate_seed_set(config: dict[str, Any], node_config: dict[str, Any]) -> ArrayRecord:
-    """Up to ``seed-per-class`` labelled examples of every class this node holds."""
+    """Up to ``seed-per-class`` labelled examples of every class this node holds, or the
+    server's ``seed-quota`` per class where it caps the seed set."""
     node = load_node(config, node_config)
     per_class = int(config["seed-per-class"])
+    quota = config.get("seed-quota")
     rng = np.random.default_rng([int(config["data.seed"]), node.partition_id, 0x5EED])
     picked = []
     for c in np.unique(node.data.y):
         members = np.flatnonzero(node.data.y == c)
-        picked.append(
-            np.sort(rng.choice(members, size=min(per_class, len(members)), replace=False))
-        )
+        wanted = per_class if quota is None or c >= len(quota) else int(quota[c])
+        picked.append(np.sort(rng.choice(members, size=min(wanted, len(members)), replace=False)))
     idx = np.concatenate(picked) if picked else np.empty(0, dtype=np.int64)
     return arrays_to_record({"x": node.data.x[idx], "y": node.data.y[idx]})
 

@@ -58,6 +58,14 @@ FEDH2L_SETTINGS = Section(
             low=0,
         ),
         Setting(
+            "seed-cap-per-class",
+            0,
+            "at most this many seed-set examples of each class over all clients, shared evenly "
+            "among the clients that hold it (0 = no cap: seed-per-class from every holder, the "
+            "paper); fewer images leave the nodes and every round's posteriors shrink",
+            low=0,
+        ),
+        Setting(
             "seed-source",
             "donated",
             "donated labelled examples, or seed-per-class x classes unlabelled public images",
@@ -124,6 +132,10 @@ class FedH2L(FederatedStrategy):
     seed_per_class : int (default: 10)
         Examples each client donates per class it holds; 0 means no seed set and no exchange
         (every client trains alone: the lower-bound baseline).
+    seed_cap_per_class : int (default: 0)
+        When positive, the seed set holds at most this many examples of each class: the cap is
+        shared among the class's holders by :func:`seed_quotas`, and each node is asked for its
+        quota only. 0 keeps the paper's ``seed_per_class`` from every holder.
     topology : str (default: "complete")
         ``complete``, ``ring`` or ``k-regular`` (see :mod:`strategies.topology`).
     degree : int (default: 2)
@@ -148,6 +160,7 @@ class FedH2L(FederatedStrategy):
         *,
         num_classes: int,
         seed_per_class: int = 10,
+        seed_cap_per_class: int = 0,
         topology: str = "complete",
         degree: int = 2,
         relay: str = "loo-mean",
@@ -162,6 +175,8 @@ class FedH2L(FederatedStrategy):
         self.peer_weighting = peer_weighting
         self.num_classes = num_classes
         self.seed_per_class = seed_per_class
+        self.seed_cap_per_class = seed_cap_per_class
+        self.quotas: dict[int, np.ndarray] = {}  # node id -> its donation per class (capped)
         self.topology = topology
         self.degree = degree
         self.relay = relay
@@ -173,8 +188,9 @@ class FedH2L(FederatedStrategy):
         super().summary()
         log(
             INFO,
-            "\t│   └── seed set: %d per class; %s topology; %s relay; %s posteriors",
+            "\t│   └── seed set: %d per class and client%s; %s topology; %s relay; %s posteriors",
             self.seed_per_class,
+            f", at most {self.seed_cap_per_class} per class" if self.seed_cap_per_class else "",
             self.topology,
             self.relay,
             self.posterior_dtype,
@@ -273,6 +289,19 @@ class FedH2L(FederatedStrategy):
         report: RoundReport,
     ) -> None:
         payloads = {n: RecordDict({CONFIG_KEY: self._config(server_round)}) for n in participants}
+        if self.seed_cap_per_class:
+            order = sorted(participants, key=lambda n: self.nodes[n].partition_id)
+            quotas = seed_quotas(
+                np.array([self.nodes[n].label_counts for n in order]),
+                self.seed_per_class,
+                self.seed_cap_per_class,
+                np.random.default_rng([self.seed, 0x5EED, 0xCA9]),
+            )
+            self.quotas = dict(zip(order, quotas, strict=True))
+            for n in order:
+                config = payloads[n][CONFIG_KEY]
+                assert isinstance(config, ConfigRecord)
+                config["seed-quota"] = [int(q) for q in self.quotas[n]]
         ex = self.phase(
             grid, payloads, QUERY_SEED, server_round, self._parse_donation, report, require=False
         )
@@ -342,10 +371,15 @@ class FedH2L(FederatedStrategy):
         if list(x.shape[1:]) != shape:
             raise InvalidReply(f"seed images are {list(x.shape[1:])}, the run's are {shape}")
         counts = np.bincount(y.astype(np.int64), minlength=self.num_classes)
-        if counts.max(initial=0) > self.seed_per_class:
+        quota = self.quotas.get(reply.metadata.src_node_id)
+        if quota is None:
+            quota = np.full(self.num_classes, self.seed_per_class)
+        over = np.flatnonzero(counts > quota)
+        if len(over):
+            c = int(over[0])
             raise InvalidReply(
-                f"{int(counts.max())} seed examples of class {int(counts.argmax())}, more than "
-                f"seed-per-class={self.seed_per_class}"
+                f"{int(counts[c])} seed examples of class {c}, more than the node was asked "
+                f"for ({int(quota[c])})"
             )
         info = self.nodes.get(reply.metadata.src_node_id)
         if info is not None:
@@ -360,6 +394,31 @@ class FedH2L(FederatedStrategy):
         if num_seed:
             posteriors = check_posteriors(reply.content[POSTERIORS_KEY], num_seed, self.num_classes)
         return posteriors, scores
+
+
+def seed_quotas(
+    label_counts: np.ndarray, per_client: int, cap: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Each client's donation per class when every class may hold at most ``cap`` examples.
+
+    Water-filling: a class's cap is handed out one example per holder at a time, in a seeded
+    order of the clients (so no partition is favoured when the cap does not divide evenly),
+    never more than ``per_client`` or than the client holds. ``label_counts`` is (clients,
+    classes); so is the result. A class with fewer than ``cap`` examples available keeps them
+    all.
+    """
+    room = np.minimum(label_counts, per_client).astype(np.int64)
+    quotas = np.zeros_like(room)
+    for c in range(room.shape[1]):
+        order = rng.permutation(len(room))
+        left = cap
+        while left > 0:
+            open_ = [i for i in order if quotas[i, c] < room[i, c]][:left]
+            if not open_:
+                break
+            quotas[open_, c] += 1
+            left -= len(open_)
+    return quotas
 
 
 def check_posteriors(record: object, num_rows: int, num_classes: int) -> np.ndarray:
@@ -389,6 +448,7 @@ def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any
     return FedH2L(
         num_classes=fed.num_classes,
         seed_per_class=cfg.seed_per_class,
+        seed_cap_per_class=cfg.seed_cap_per_class,
         topology=cfg.topology,
         degree=cfg.topology_degree,
         relay=cfg.relay,

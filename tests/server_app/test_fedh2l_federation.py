@@ -54,6 +54,20 @@ def test_every_client_beats_training_alone_and_only_posteriors_travel(tmp_path):
     assert r[2]["bytes-up"] < 3 * (num_seed * classes * 4 + 2_000)
 
 
+def test_a_seed_cap_shrinks_the_seed_set_and_every_rounds_posteriors(tmp_path):
+    """IID digits, four clients holding every class: 400 donated seed examples uncapped,
+    at most 5 per class (50) with seed-cap-per-class=5, so later rounds move 1/8 of the
+    posterior rows."""
+    iid = {**H2L, "partitioner": "iid", "num-partitions": 4, "num-server-rounds": 2}
+    iid["local-steps"] = 5
+    full = rows(run(tmp_path / "full", iid))
+    capped = rows(run(tmp_path / "capped", {**iid, "seed-cap-per-class": 5}))
+    assert capped[0]["bytes-up"] < full[0]["bytes-up"] / 5  # donations: 50 images, not 400
+    saved = 4 * (400 - 50) * 10 * 4  # clients x fewer rows x classes x float32
+    assert full[1]["bytes-up"] - capped[1]["bytes-up"] >= saved
+    assert capped[1]["bytes-up"] < full[1]["bytes-up"] / 4
+
+
 @pytest.mark.parametrize("align", ["mldg", "fo-cos"])
 def test_full_relay_float16_ring_and_alignment_variants_run(tmp_path, align):
     s = run(

@@ -1,11 +1,13 @@
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord
+from flwr.app import Array, ArrayRecord, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
 
 from client_app.h2l import peer_kl
 from protocol import arrays_to_record
-from strategies.fedh2l import check_posteriors
+from strategies.base import NodeInfo
+from strategies.fedh2l import FedH2L, check_posteriors, seed_quotas
 from strategies.topology import leave_one_out_means, neighbours, seed_agreement
 from strategies.validation import InvalidReply
 
@@ -118,3 +120,45 @@ def test_fo_cos_finite_differences_match_the_exact_cosine_gradient():
     for approx, ref in zip(bonus, exact, strict=True):
         assert torch.allclose(approx, ref, rtol=1e-3, atol=1e-6)
     assert torch.allclose(g_l[0], gl[0].detach())
+
+
+def test_seed_quotas_share_each_class_cap_evenly_among_its_holders():
+    counts = np.array([[30, 0, 4, 9], [30, 0, 0, 9], [30, 2, 0, 9]])  # 3 clients x 4 classes
+    q = seed_quotas(counts, per_client=10, cap=20, rng=np.random.default_rng(0))
+    assert q.shape == counts.shape and (q <= np.minimum(counts, 10)).all()
+    # class 0: 20 over three holders (7, 7, 6 in some order); 1 and 2: all their few examples;
+    # class 3: 9 from each holder cannot reach 20 by more than 27 -> 20 (7, 7, 6).
+    assert q.sum(0).tolist() == [20, 2, 4, 20]
+    assert sorted(q[:, 0]) == [6, 7, 7] and sorted(q[:, 3]) == [6, 7, 7]
+    assert q[:, 1].tolist() == [0, 0, 2] and q[:, 2].tolist() == [4, 0, 0]
+    # A cap above what the holders may give changes nothing: every holder gives per_client.
+    full = seed_quotas(counts, per_client=10, cap=1000, rng=np.random.default_rng(0))
+    assert (full == np.minimum(counts, 10)).all()
+    # Where the cap does not divide evenly, the seed decides who gives the extra example.
+    extras = {tuple(seed_quotas(counts, 10, 20, np.random.default_rng(s))[:, 0]) for s in range(20)}
+    assert len(extras) == 3
+
+
+def test_a_donation_above_the_nodes_quota_is_refused():
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1  # for Message()
+    s = FedH2L(
+        model_fn=lambda arch: None,
+        node_config={"input-shape": [1, 2, 2]},
+        num_classes=3,
+        seed_per_class=4,
+        seed_cap_per_class=2,
+    )
+    s.nodes[7] = NodeInfo(7, 0, "mlp", 12, (6, 6, 0))
+    s.quotas[7] = np.array([2, 1, 0])
+
+    def donation(labels):
+        x = np.zeros((len(labels), 1, 2, 2), np.uint8)
+        y = np.array(labels, np.int64)
+        msg = Message(RecordDict(), dst_node_id=7, message_type="query", group_id="1")
+        return Message(
+            RecordDict({"seed-set": ArrayRecord({"x": Array(x), "y": Array(y)})}), reply_to=msg
+        )
+
+    assert len(s._parse_donation(donation([0, 0, 1]))[1]) == 3
+    with pytest.raises(InvalidReply, match="2 seed examples of class 1, more than the node was"):
+        s._parse_donation(donation([0, 1, 1]))
