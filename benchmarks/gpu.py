@@ -33,6 +33,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "fedavg": {},
     "fedprox": {"proximal-mu": 0.1},
     "feddf": {"models": "heterogeneous", "public-fraction": 0.1},
+    "fedftg": {"models": "heterogeneous", "ftg-iterations": 4},
+    "dense": {"models": "heterogeneous", "dense-epochs": 2, "dense-generator-steps": 5},
     "fedh2l": {"models": "heterogeneous"},
     "fd": {"models": "heterogeneous"},
     "fedproto": {"models": "heterogeneous"},

@@ -20,7 +20,19 @@ from typing import Any
 from models.generators import GENERATOR_SETTINGS
 from models.training import KD_SETTINGS
 from protocol.settings import Section
-from strategies import fd, fedavg, feddf, fedh2l, fedproto, fedprox, fmd, mosaic, prism
+from strategies import (
+    dense,
+    fd,
+    fedavg,
+    feddf,
+    fedftg,
+    fedh2l,
+    fedproto,
+    fedprox,
+    fmd,
+    mosaic,
+    prism,
+)
 from strategies.base import Builder
 
 
@@ -57,6 +69,8 @@ METHODS: dict[str, Method] = {
         Method("fedavg", fedavg.build, (_AVG,)),
         Method("fedprox", fedprox.build, (fedprox.FEDPROX_SETTINGS, _AVG)),
         Method("feddf", feddf.build, (_DISTILL, _AVG), feddf.check_settings),
+        Method("fedftg", fedftg.build, (fedftg.FEDFTG_SETTINGS, _AVG)),
+        Method("dense", dense.build, (dense.DENSE_SETTINGS, _AVG)),
         Method("fedh2l", fedh2l.build, (fedh2l.FEDH2L_SETTINGS,), fedh2l.check_settings),
         Method("fd", fd.build, (fd.FD_SETTINGS,)),
         Method("fedproto", fedproto.build, (fedproto.FEDPROTO_SETTINGS,)),

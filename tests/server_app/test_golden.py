@@ -38,6 +38,18 @@ CASES: dict[str, dict[str, Any]] = {
     "fedavg": {"method": "fedavg"},
     "fedprox": {"method": "fedprox", "proximal-mu": 0.1},
     "feddf": {"method": "feddf", "models": "heterogeneous", "public-fraction": 0.1},
+    "fedftg": {
+        "method": "fedftg",
+        "models": "heterogeneous",
+        "ftg-iterations": 4,
+        "ftg-batch-size": 32,
+    },
+    "dense": {
+        "method": "dense",
+        "models": "heterogeneous",
+        "dense-epochs": 2,
+        "dense-generator-steps": 5,
+    },
     "fedh2l": {"method": "fedh2l", "models": "heterogeneous"},
     "fd": {"method": "fd", "models": "heterogeneous"},
     "fedproto": {"method": "fedproto", "models": "heterogeneous"},
