@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -63,6 +64,9 @@ def main() -> None:
                 "bytes-later-rounds": float(
                     np.mean([r["bytes-down"] + r["bytes-up"] for r in run.rows[1:]])
                 ),
+                "bytes-amortised": float(
+                    np.mean([r["bytes-down"] + r["bytes-up"] for r in run.rows])
+                ),
                 "seconds": run.summary["seconds"],
             }
         )
@@ -80,8 +84,45 @@ def main() -> None:
             f"{r['worst-accuracy']:.3f} | {r['bytes-round-1'] / 1e6:.3f} MB | "
             f"{r['bytes-later-rounds'] / 1e6:.3f} MB |"
         )
+    lines += ["", *seed_summary(results)]
     (OUT / f"{grid.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _per_seed(values: list[float]) -> str:
+    mean = f"{np.mean(values):.3f}"
+    return mean if len(values) == 1 else f"{mean} ({', '.join(f'{v:.3f}' for v in values)})"
+
+
+def seed_summary(results: list[dict[str, Any]]) -> list[str]:
+    """Per partition and method, over the seeds: mean and worst client (mean, then each seed),
+    how many clients end below their own alone-run of the same seed (rows whose clients match
+    the alone row's), and bytes per round amortised over the run."""
+    alone = {
+        (r["partition"], r["seed"]): r["per-client"]
+        for r in results
+        if r["row"].startswith("alone")
+    }
+    lines = [
+        "| partition | method | seeds | mean acc (per seed) | worst client (per seed) | "
+        "clients below their alone-run | bytes/round, amortised |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for partition, row in dict.fromkeys((r["partition"], r["row"]) for r in results):
+        rs = [r for r in results if (r["partition"], r["row"]) == (partition, row)]
+        below = []
+        for r in rs:
+            ref = alone.get((partition, r["seed"]))
+            if ref is not None and set(ref) == set(r["per-client"]) and not row.startswith("alone"):
+                below.append(sum(acc < ref[k] for k, acc in r["per-client"].items()))
+        lines.append(
+            f"| {partition} | {row} | {len(rs)} | "
+            f"{_per_seed([r['mean-accuracy'] for r in rs])} | "
+            f"{_per_seed([r['worst-accuracy'] for r in rs])} | "
+            f"{', '.join(map(str, below)) if below else '-'} | "
+            f"{np.mean([r['bytes-amortised'] for r in rs]) / 1e6:.3f} MB |"
+        )
+    return lines
 
 
 if __name__ == "__main__":
