@@ -18,6 +18,7 @@ from flwr.app import MetricRecord, RecordDict
 from models.device import resolve_device
 from models.teacher_cache import teacher_features
 from models.teachers import Teacher, build_teacher, head_logits, train_head
+from models.training import teacher_trust
 from protocol import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -56,15 +57,20 @@ def probe_round(content: RecordDict, node_config: dict[str, Any]) -> RecordDict:
 
 
 def train_student(content: RecordDict, node_config: dict[str, Any]) -> RecordDict:
-    """Train the student on (1 - kd-mu) * CE + kd-mu * T^2 * KL(teacher || student)."""
+    """Train the student on (1 - kd-mu) * CE + kd-mu * T^2 * KL(teacher || student), kd-mu
+    scaled per example by the node's trust in the teacher unless ``kd-weighting=fixed``."""
     config: dict[str, Any] = dict(content[CONFIG_KEY])
     node = load_node(config, node_config)
     features, computed, seconds = _node_features(config, node)
     teacher = head_logits(
         torch.from_numpy(features), record_to_arrays(array_record(content, TEACHER_HEAD_KEY))
     )
-    arrays, metrics = train_node(node, array_record(content, ARRAYS_KEY), config, teacher)
+    weighting = str(config.get("kd-weighting", "fixed"))
+    trust = None if weighting == "fixed" else teacher_trust(teacher, node.data.y, weighting)
+    arrays, metrics = train_node(node, array_record(content, ARRAYS_KEY), config, teacher, trust)
     agree = float((teacher.argmax(1).numpy() == node.data.y).mean()) if len(node.data) else 0.0
+    if trust is not None:
+        metrics["kd-mean-trust"] = float(trust.mean()) if len(trust) else 0.0
     metrics.update(
         {
             "teacher-local-accuracy": agree,

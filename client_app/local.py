@@ -32,9 +32,10 @@ def train_node(
     arrays: ArrayRecord,
     config: dict[str, Any],
     teacher_logits: torch.Tensor | None = None,
+    kd_weights: torch.Tensor | None = None,
 ) -> tuple[ArrayRecord, dict[str, int | float]]:
     """Train the node's model from ``arrays`` on its data (with distillation from
-    ``teacher_logits`` when given: FMD)."""
+    ``teacher_logits`` when given, per example weighted by ``kd_weights`` when given: FMD)."""
     device = resolve_device(node.device)
     model = node_model(node, arrays)
     cfg = TrainConfig.from_config(config)
@@ -43,7 +44,14 @@ def train_node(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))  # dropout
         metrics = train_classifier(
-            model, node.data.x, node.data.y, cfg, gen, device, teacher_logits=teacher_logits
+            model,
+            node.data.x,
+            node.data.y,
+            cfg,
+            gen,
+            device,
+            teacher_logits=teacher_logits,
+            kd_weights=kd_weights,
         )
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return ArrayRecord(state), {

@@ -95,6 +95,7 @@ TRAINING_SETTINGS = Section(
 )
 
 # The student's loss in FMD: (1 - kd-mu) * CE + kd-mu * T^2 * KL(teacher || student).
+KD_WEIGHTINGS = ("fixed", "class-accuracy", "teacher-correct")
 KD_SETTINGS = Section(
     "distillation into the student",
     (
@@ -113,6 +114,15 @@ KD_SETTINGS = Section(
             low=0.0,
             low_open=True,
             travel="all",
+        ),
+        Setting(
+            "kd-weighting",
+            "fixed",
+            "kd-mu for every example (the paper), or scaled per example by the node's trust in "
+            "the teacher: class-accuracy (its accuracy on the node's examples of that class) "
+            "or teacher-correct (1 where its top class is the label, else 0)",
+            choices=KD_WEIGHTINGS,
+            travel="method",
         ),
     ),
 )
@@ -164,10 +174,12 @@ def train_classifier(
     gen: torch.Generator,
     device: torch.device,
     teacher_logits: torch.Tensor | None = None,
+    kd_weights: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """SGD on cross-entropy, plus FedProx's (mu/2)||w - w_global||^2 when ``proximal_mu`` > 0,
     and with ``teacher_logits`` (one row per example) the distillation loss
-    ``(1 - kd_mu) * CE + kd_mu * kd_loss``.
+    ``(1 - kd_mu) * CE + kd_mu * kd_loss``; with ``kd_weights`` (one per example, in [0, 1],
+    :func:`teacher_trust`) example i's mix is ``mu_i = kd_mu * kd_weights[i]`` instead.
 
     The model's weights on entry are taken as the global weights for the proximal term.
     Returns the mean training loss and accuracy over the steps taken.
@@ -185,10 +197,16 @@ def train_classifier(
         if len(yb) < 2 and any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
             continue  # BatchNorm cannot train on a single example
         logits = model(xb)
-        loss = nn.functional.cross_entropy(logits, yb)
-        if teacher_logits is not None:
+        if teacher_logits is None:
+            loss = nn.functional.cross_entropy(logits, yb)
+        elif kd_weights is None:
             kd = kd_loss(logits, teacher_logits[idx].to(device), cfg.kd_temperature)
-            loss = (1.0 - cfg.kd_mu) * loss + cfg.kd_mu * kd
+            loss = (1.0 - cfg.kd_mu) * nn.functional.cross_entropy(logits, yb) + cfg.kd_mu * kd
+        else:
+            mu = cfg.kd_mu * kd_weights[idx].to(device)
+            ce = nn.functional.cross_entropy(logits, yb, reduction="none")
+            kd = kd_rows(logits, teacher_logits[idx].to(device), cfg.kd_temperature)
+            loss = ((1.0 - mu) * ce + mu * kd).mean()
         if anchor:
             prox = sum(
                 ((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True)
@@ -255,6 +273,36 @@ def kd_loss(
         reduction="batchmean",
         log_target=True,
     ) * (t * t)
+
+
+def kd_rows(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """:func:`kd_loss` per example: T^2 * KL(softmax(teacher/T) || softmax(student/T))."""
+    t = temperature
+    return nn.functional.kl_div(
+        nn.functional.log_softmax(student_logits / t, dim=1),
+        nn.functional.log_softmax(teacher_logits / t, dim=1),
+        reduction="none",
+        log_target=True,
+    ).sum(1) * (t * t)
+
+
+def teacher_trust(teacher_logits: torch.Tensor, y: np.ndarray, weighting: str) -> torch.Tensor:
+    """Per-example trust in the teacher, in [0, 1], from the node's own labels.
+
+    ``class-accuracy``: the teacher's accuracy on the node's examples of the example's class (a
+    class the teacher gets wrong here is learnt from the labels alone); ``teacher-correct``: 1
+    where the teacher's top class is the example's label, else 0. A teacher wrong everywhere
+    thus weighs 0 and the student trains on CE alone, as under FedAvg.
+    """
+    if weighting not in KD_WEIGHTINGS[1:]:
+        raise ValueError(f"kd-weighting={weighting!r} has no per-example trust")
+    correct = (teacher_logits.argmax(1).cpu().numpy() == y).astype(np.float64)
+    if weighting == "class-accuracy" and len(y):
+        _, inverse = np.unique(y, return_inverse=True)
+        correct = (np.bincount(inverse, weights=correct) / np.bincount(inverse))[inverse]
+    return torch.from_numpy(correct.astype(np.float32))
 
 
 def distill(

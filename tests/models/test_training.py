@@ -15,6 +15,7 @@ from models.training import (
     kd_loss,
     predict_logits,
     seeded_generator,
+    teacher_trust,
     train_classifier,
 )
 from models.zoo import build_model
@@ -181,3 +182,43 @@ def test_local_training_does_not_import_the_compiler():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_teacher_trust_from_the_nodes_labels():
+    y = np.array([0, 0, 0, 0, 1, 1])
+    right, wrong = [5.0, 0.0], [0.0, 5.0]
+    teacher = torch.tensor([right, right, right, wrong, wrong, wrong])  # class 0: 3/4 right
+    torch.testing.assert_close(
+        teacher_trust(teacher, y, "class-accuracy"), torch.tensor([0.75] * 4 + [1.0] * 2)
+    )
+    torch.testing.assert_close(
+        teacher_trust(teacher, y, "teacher-correct"), torch.tensor([1.0, 1, 1, 0, 1, 1])
+    )
+    with pytest.raises(ValueError, match="fixed"):
+        teacher_trust(teacher, y, "fixed")
+
+
+@pytest.mark.parametrize("weighting", ["class-accuracy", "teacher-correct"])
+def test_a_teacher_wrong_everywhere_weighs_nothing_when_trust_is_measured(digits, weighting):
+    """A confidently wrong teacher (it names the next class) drags a student with the paper's
+    fixed kd-mu far below CE alone; weighted by the node's trust, the student trains as if
+    there were no teacher."""
+    x, y = digits.x_train[:300], digits.y_train[:300]
+    x_test, y_test = digits.x_test, digits.y_test
+    wrong = 8 * nn.functional.one_hot(torch.tensor((y + 1) % 10), 10).float()
+    cfg = TrainConfig(steps=150, batch_size=32, lr=0.05, kd_mu=0.5, kd_temperature=4.0)
+    cpu = torch.device("cpu")
+
+    def accuracy(**kd) -> float:
+        torch.manual_seed(0)
+        model = build_model("mlp", (1, 28, 28), 10)
+        train_classifier(model, x, y, cfg, seeded_generator(0), cpu, **kd)
+        return evaluate_classifier(model, x_test, y_test, cpu)["accuracy"]
+
+    alone = accuracy()
+    fixed = accuracy(teacher_logits=wrong)
+    trust = teacher_trust(wrong, y, weighting)
+    assert float(trust.max()) == 0.0
+    weighted = accuracy(teacher_logits=wrong, kd_weights=trust)
+    assert fixed < alone - 0.2
+    assert weighted == pytest.approx(alone, abs=0.01)

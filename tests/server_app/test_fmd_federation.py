@@ -94,3 +94,15 @@ def test_server_side_distillation_ablation_runs(tmp_path, ablation, models):
     if models == "heterogeneous":  # students of every architecture, each distilled
         assert {"distill-loss/mlp", "distill-loss/cnn-large"} <= set(rows(s)[1]["train"])
     assert np.isfinite(s["final-accuracy"])
+
+
+@pytest.mark.parametrize("weighting", ["class-accuracy", "teacher-correct"])
+def test_students_report_their_trust_in_the_teacher(tmp_path, weighting):
+    """Both weightings average, over a node's examples, to the teacher's accuracy there (the
+    class-accuracy weights are per-class accuracies weighted by the class counts)."""
+    settings = {"method": "fmd", **ONE_CLASS, **TINY_TEACHER, "num-server-rounds": 2}
+    s = run(tmp_path, {**settings, "kd-weighting": weighting, "num-partitions": 4})
+    assert s["status"] == "completed"
+    train = rows(s)[1]["train"]
+    assert 0.0 <= train["kd-mean-trust"] <= 1.0
+    assert train["kd-mean-trust"] == pytest.approx(train["teacher-local-accuracy"], abs=1e-6)
