@@ -30,9 +30,10 @@ def test_fine_tuning_costs_no_bytes_and_zero_iterations_is_fedavg(tmp_path):
     assert any(k.startswith(GENERATOR_PREFIX) for k in state.data)
 
 
+@pytest.mark.exhaustive  # CI: the checkpoint's generator above, determinism by the golden case
 def test_resume_continues_with_the_checkpointed_generator(tmp_path):
     """Without the generator in the checkpoint, round 3 of the resumed run would start from a
-    fresh generator and end elsewhere."""
+    fresh generator and end elsewhere (this test found the generator's unseeded init)."""
     overrides = {**FTG, "num-server-rounds": 3}
     straight = run(tmp_path / "a", overrides)
 
