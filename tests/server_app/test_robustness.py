@@ -58,7 +58,7 @@ def test_fedh2l_accuracy_outside_0_1_is_dropped(tmp_path):
     ("donation", "reason"),
     [
         (np.zeros((4, 3, 32, 32), np.uint8), "the run's are [1, 28, 28]"),
-        (np.zeros((3000, 1, 28, 28), np.uint8), "more than seed-per-class=10"),
+        (np.zeros((3000, 1, 28, 28), np.uint8), "more than the node was asked for (10)"),
     ],
     ids=["foreign-shape", "flood"],
 )
