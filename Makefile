@@ -11,7 +11,7 @@ run: setup
 		--run-config "$(RUN_CONFIG)"
 
 test: setup
-	. scripts/flwr_env.sh && .venv/bin/python -m pytest -q $(PYTEST_ARGS)
+	. scripts/flwr_env.sh && .venv/bin/python -m pytest -q --durations=30 $(PYTEST_ARGS)
 
 lint: setup
 	.venv/bin/ruff check . && .venv/bin/mypy .
