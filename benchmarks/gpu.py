@@ -34,6 +34,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "fedprox": {"proximal-mu": 0.1},
     "feddf": {"models": "heterogeneous", "public-fraction": 0.1},
     "fedftg": {"models": "heterogeneous", "ftg-iterations": 4},
+    "fedgen": {"models": "heterogeneous", "fedgen-generator-steps": 20},
     "dense": {"models": "heterogeneous", "dense-epochs": 2, "dense-generator-steps": 5},
     "fedh2l": {"models": "heterogeneous"},
     "fd": {"models": "heterogeneous"},

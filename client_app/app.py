@@ -23,6 +23,7 @@ from protocol import (
     SEED_SET_KEY,
     TRAIN_DENSE_GENERATOR,
     TRAIN_FD,
+    TRAIN_FEDGEN,
     TRAIN_FMD,
     TRAIN_GENERATOR,
     TRAIN_H2L,
@@ -141,6 +142,16 @@ def train_proto(msg: Message, context: Context) -> Message:
 
     reply = run_round(msg.content, dict(context.node_config), context.state)
     return Message(reply, reply_to=msg)
+
+
+@app.train(action(TRAIN_FEDGEN))
+@timed
+def train_fedgen(msg: Message, context: Context) -> Message:
+    """FedGen: local training, the head also fitting the server generator's features."""
+    with stage("imports"):
+        from .fedgen import train_fedgen as run_round
+
+    return Message(run_round(msg.content, dict(context.node_config)), reply_to=msg)
 
 
 @app.train(action(TRAIN_PROBE))

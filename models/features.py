@@ -45,3 +45,52 @@ def _parent_of(model: nn.Module, child: nn.Module) -> tuple[nn.Module, str]:
             if sub is child:
                 return module, name
     raise ValueError(f"{type(child).__name__} is not a submodule of {type(model).__name__}")
+
+
+def head_name(model: nn.Module) -> str:
+    """The module name of the model's head (its last linear layer), e.g. ``fc`` or ``head.2``."""
+    head = last_linear(model)
+    for name, module in model.named_modules():
+        if module is head:
+            return name
+    raise ValueError(f"{type(model).__name__} has no linear head")  # unreachable: last_linear
+
+
+class FeatureGenerator(nn.Module):
+    """FedGen's generator: features of a requested class, from noise, in a head's input space.
+
+    ``(noise, one-hot label) -> linear -> batch norm -> ReLU -> linear -> ReLU``; the last ReLU
+    keeps the features non-negative, as the zoo's extractors' are (ReLU and pooling outputs),
+    so that a head sees generated features in the range it is trained on.
+
+    Parameters
+    ----------
+    num_classes : int
+    width : int
+        Features produced (the heads' input width).
+    noise_dim : int (default: 32)
+    hidden : int (default: 256)
+    """
+
+    def __init__(
+        self, num_classes: int, width: int, *, noise_dim: int = 32, hidden: int = 256
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.noise_dim = noise_dim
+        self.net = nn.Sequential(
+            nn.Linear(noise_dim + num_classes, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, width),
+            nn.ReLU(),
+        )
+
+    def forward(self, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        onehot = nn.functional.one_hot(labels, self.num_classes).to(noise.dtype)
+        return self.net(torch.cat([noise, onehot], dim=1))
+
+    def sample(self, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Features for ``labels``, with noise drawn from ``gen``."""
+        noise = torch.randn(len(labels), self.noise_dim, generator=gen).to(labels.device)
+        return self(noise, labels)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,11 +175,14 @@ def train_classifier(
     device: torch.device,
     teacher_logits: torch.Tensor | None = None,
     kd_weights: torch.Tensor | None = None,
+    regulariser: Callable[[], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """SGD on cross-entropy, plus FedProx's (mu/2)||w - w_global||^2 when ``proximal_mu`` > 0,
     and with ``teacher_logits`` (one row per example) the distillation loss
     ``(1 - kd_mu) * CE + kd_mu * kd_loss``; with ``kd_weights`` (one per example, in [0, 1],
-    :func:`teacher_trust`) example i's mix is ``mu_i = kd_mu * kd_weights[i]`` instead.
+    :func:`teacher_trust`) example i's mix is ``mu_i = kd_mu * kd_weights[i]`` instead;
+    ``regulariser()``, when given, is added to every step's loss (FedGen: its generated
+    features' cross-entropy through the head).
 
     The model's weights on entry are taken as the global weights for the proximal term.
     Returns the mean training loss and accuracy over the steps taken.
@@ -212,6 +215,8 @@ def train_classifier(
                 ((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True)
             )
             loss = loss + 0.5 * cfg.proximal_mu * prox
+        if regulariser is not None:
+            loss = loss + regulariser()
         opt.zero_grad()
         loss.backward()
         opt.step()

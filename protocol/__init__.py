@@ -26,6 +26,8 @@ message type             content sent to the node            reply content
                          the peers' per-class means]         ``metrics`` (FD)
 ``train.proto``          ``config`` [+ ``class-prototypes``: ``class-prototypes`` (the node's),
                          the global prototypes]              ``metrics`` (FedProto)
+``train.fedgen``         ``arrays``, ``config`` [+           ``arrays``, ``metrics`` (FedGen)
+                         ``generator``: the server's]
 =======================  ==================================  ====================================
 
 Every reply also carries ``timing`` (seconds of start-up, imports, data loading and handling on
@@ -58,6 +60,7 @@ from .messages import (
     TRAIN,
     TRAIN_DENSE_GENERATOR,
     TRAIN_FD,
+    TRAIN_FEDGEN,
     TRAIN_FMD,
     TRAIN_GENERATOR,
     TRAIN_H2L,
@@ -98,6 +101,7 @@ __all__ = [
     "TRAIN",
     "TRAIN_DENSE_GENERATOR",
     "TRAIN_FD",
+    "TRAIN_FEDGEN",
     "TRAIN_FMD",
     "TRAIN_GENERATOR",
     "TRAIN_H2L",

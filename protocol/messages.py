@@ -16,6 +16,7 @@ TRAIN_MASK = "train.mask"  # PRISM
 TRAIN_DENSE_GENERATOR = "train.dense_generator"  # PRISM's baseline (Flower names = identifiers)
 TRAIN_FD = "train.fd"  # FD (federated distillation)
 TRAIN_PROTO = "train.proto"  # FedProto
+TRAIN_FEDGEN = "train.fedgen"  # FedGen
 
 # Record keys.
 ARRAYS_KEY = "arrays"
@@ -27,7 +28,7 @@ SEED_SET_KEY = "seed-set"  # FedH2L: x (uint8 NCHW), y (int64)
 PEERS_KEY = "peers"  # FedH2L: "mean" or one "peer-<partition>" matrix per peer
 POSTERIORS_KEY = "posteriors"  # FedH2L: "p", (seed-set size, classes)
 TEACHER_HEAD_KEY = "teacher-head"  # FMD: the teacher's linear head
-GENERATOR_KEY = "generator"  # Mosaic: the client generator's arrays
+GENERATOR_KEY = "generator"  # Mosaic: the client generator's arrays; FedGen: the server's
 PROTOTYPES_KEY = "prototypes"  # Mosaic: "x" and "y" of synthetic or feature prototypes
 MASK_KEY = "mask"  # PRISM: one array, packed uint8 "mask" or rANS-coded uint16 "coded"
 CODED_MASK = "coded"  # PRISM: the array name of an entropy-coded mask (models.mask_coding)

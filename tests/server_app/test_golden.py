@@ -50,6 +50,13 @@ CASES: dict[str, dict[str, Any]] = {
         "dense-epochs": 2,
         "dense-generator-steps": 5,
     },
+    "fedgen": {
+        "method": "fedgen",
+        "models": "heterogeneous",
+        "fedgen-generator-steps": 10,
+        "fedgen-width": 32,
+        "fedgen-generator-hidden": 32,
+    },
     "fedh2l": {"method": "fedh2l", "models": "heterogeneous"},
     "fd": {"method": "fd", "models": "heterogeneous"},
     "fedproto": {"method": "fedproto", "models": "heterogeneous"},
