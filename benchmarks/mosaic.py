@@ -21,6 +21,7 @@ table; ``--rescore`` rebuilds it from the kept run directories).
 
     python -m benchmarks.mosaic --rounds 6 --seeds 0 --headline-seeds 0,1,2
     python -m benchmarks.mosaic --resume   # adds the methods a saved table lacks (the peers)
+    python -m benchmarks.mosaic --resume --headline-only   # the same, headline cells only
 """
 
 from __future__ import annotations
@@ -235,6 +236,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pool-size", type=int, default=1000)
     p.add_argument("--seeds", default="0")
     p.add_argument("--headline-seeds", default="0,1,2")
+    p.add_argument(
+        "--headline-only",
+        action="store_true",
+        help="run only the headline cells (alpha 0.01 and 0.1, three architectures), every seed",
+    )
     p.add_argument("--rescore", action="store_true", help="rebuild the table from kept runs")
     p.add_argument(
         "--resume",
@@ -267,6 +273,8 @@ def main() -> None:
     headline_seeds = [int(s) for s in args.headline_seeds.split(",")]
     plan = [(a, m, s) for s in seeds for a in ALPHAS for m in MODELS]
     plan += [(a, m, s) for s in headline_seeds for (a, m) in HEADLINE if s not in seeds]
+    if args.headline_only:
+        plan = [(a, m, s) for (a, m, s) in plan if (a, m) in HEADLINE]
     results: list[dict[str, Any]] = []
     if args.resume and (OUT / "mosaic.json").exists():
         saved = json.loads((OUT / "mosaic.json").read_text())
