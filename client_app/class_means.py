@@ -21,6 +21,7 @@ from models.training import (
     SGD,
     TrainConfig,
     batch_indices,
+    clip_gradient,
     images_to_tensor,
     predict_logits,
     seeded_generator,
@@ -52,6 +53,8 @@ class ClassMeanMethod:
     feature_width : Callable[[dict], int] | None
         The shared feature width from the config (the means are of features); None: the means
         are of logits.
+    max_grad_norm : Callable[[dict], float] | None
+        Each step's gradient is clipped to this global norm from the config (0 or None: off).
     """
 
     state_key: str
@@ -59,6 +62,7 @@ class ClassMeanMethod:
     array_name: str
     loss: PoolLoss
     feature_width: Callable[[dict[str, Any]], int] | None = None
+    max_grad_norm: Callable[[dict[str, Any]], float] | None = None
 
 
 def class_mean_round(
@@ -80,7 +84,8 @@ def class_mean_round(
     gen = seeded_generator(seed, int(config["server-round"]), node.partition_id)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        loss = _train(model, train, pool, present, method.loss, config, gen, device)
+        clip = method.max_grad_norm(config) if method.max_grad_norm else 0.0
+        loss = _train(model, train, pool, present, method.loss, config, gen, device, clip)
     keep_model(model, state, method.state_key)
     if width is None:
         vectors = predict_logits(model, train.x, device).numpy()
@@ -123,8 +128,10 @@ def _train(
     config: dict[str, Any],
     gen: torch.Generator,
     device: torch.device,
+    max_grad_norm: float = 0.0,
 ) -> float:
-    """SGD with momentum on ``loss_fn`` over the node's training split."""
+    """SGD with momentum on ``loss_fn`` over the node's training split, each step's gradient
+    clipped to ``max_grad_norm`` when > 0."""
     model.to(device).train()
     if len(train) == 0:
         return 0.0
@@ -141,6 +148,8 @@ def _train(
         loss = loss_fn(logits, features, ys[idx].to(device), pool, present, config)
         opt.zero_grad()
         loss.backward()
+        if max_grad_norm > 0:
+            clip_gradient(model, max_grad_norm)
         opt.step()
         losses.append(float(loss.detach()))
     return float(np.mean(losses)) if losses else 0.0

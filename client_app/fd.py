@@ -57,7 +57,11 @@ def _loss(
 
 
 FD_NODE = ClassMeanMethod(
-    state_key="fd-model", record_key=CLASS_LOGITS_KEY, array_name="logits", loss=_loss
+    state_key="fd-model",
+    record_key=CLASS_LOGITS_KEY,
+    array_name="logits",
+    loss=_loss,
+    max_grad_norm=lambda config: float(config["fd-max-grad-norm"]),
 )
 
 

@@ -23,6 +23,7 @@ from models.training import (
     SGD,
     TrainConfig,
     batch_indices,
+    clip_gradient,
     images_to_tensor,
     predict_logits,
     seeded_generator,
@@ -182,18 +183,6 @@ def _set_fo_cos_grads(
     bonus = [c * torch.clamp(base / size, max=1.0) for c in bonus]
     for p, a, b, c in zip(params.values(), g_l, g_s, bonus, strict=True):
         p.grad = a + b - weight * c  # descend both losses, ascend their gradients' cosine
-
-
-@torch.no_grad()
-def clip_gradient(model: nn.Module, max_norm: float) -> float:
-    """Scale the parameters' gradients so that their global L2 norm is at most ``max_norm``;
-    returns the norm before clipping."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    norm = float(torch.stack([(g * g).sum() for g in grads]).sum().sqrt()) if grads else 0.0
-    if norm > max_norm:
-        for g in grads:
-            g.mul_(max_norm / norm)
-    return norm
 
 
 def train_h2l(content: RecordDict, node_config: dict[str, Any], state: RecordDict) -> RecordDict:

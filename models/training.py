@@ -57,6 +57,18 @@ class SGD:
             p.add_(d, alpha=-self.lr)
 
 
+@torch.no_grad()
+def clip_gradient(model: nn.Module, max_norm: float) -> float:
+    """Scale the parameters' gradients so that their global L2 norm is at most ``max_norm``;
+    returns the norm before clipping."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = float(torch.stack([(g * g).sum() for g in grads]).sum().sqrt()) if grads else 0.0
+    if norm > max_norm:
+        for g in grads:
+            g.mul_(max_norm / norm)
+    return norm
+
+
 def seeded_generator(*keys: int) -> torch.Generator:
     """A torch generator keyed by (seed, round, partition, ...), identical on every machine."""
     seed = int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])

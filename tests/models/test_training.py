@@ -10,6 +10,7 @@ from torch import nn
 from models.training import (
     SGD,
     TrainConfig,
+    clip_gradient,
     distill,
     evaluate_classifier,
     kd_loss,
@@ -222,3 +223,17 @@ def test_a_teacher_wrong_everywhere_weighs_nothing_when_trust_is_measured(digits
     weighted = accuracy(teacher_logits=wrong, kd_weights=trust)
     assert fixed < alone - 0.2
     assert weighted == pytest.approx(alone, abs=0.01)
+
+
+def test_clip_gradient_scales_the_global_norm_down_to_the_limit_and_no_further():
+    model = nn.Linear(3, 2)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 2.0)  # global norm sqrt(8 * 4) = 5.657
+    before = [p.grad.clone() for p in model.parameters()]
+    assert clip_gradient(model, 1.0) == pytest.approx(32**0.5)
+    grads = [p.grad for p in model.parameters()]
+    assert float(torch.cat([g.flatten() for g in grads]).norm()) == pytest.approx(1.0)
+    for g, b in zip(grads, before, strict=True):  # the direction is kept
+        assert torch.allclose(g, b / 32**0.5)
+    assert clip_gradient(model, 10.0) == pytest.approx(1.0)  # under the limit: untouched
+    assert float(torch.cat([g.flatten() for g in grads]).norm()) == pytest.approx(1.0)
