@@ -203,7 +203,7 @@ class FedFTG(FedAvg):
             losses = self._fine_tune(generator, teachers, students, counts.sum(0), weights, gen)
         for arch, student in students.items():
             state.models[arch] = module_arrays(student)
-        state.data.update({GENERATOR_PREFIX + k: v for k, v in module_arrays(generator).items()})
+        state.put_data_under(GENERATOR_PREFIX, module_arrays(generator))
         report.metrics.update(losses)
         log(
             INFO,
@@ -221,11 +221,7 @@ class FedFTG(FedAvg):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(np.random.SeedSequence([self.seed, 0xF79]).generate_state(1)[0]))
             generator = Generator(self.input_shape, self.num_classes, self.generator_config)
-        saved = {
-            k.removeprefix(GENERATOR_PREFIX): v
-            for k, v in state.data.items()
-            if k.startswith(GENERATOR_PREFIX)
-        }
+        saved = state.data_under(GENERATOR_PREFIX)
         if saved:
             load_arrays(generator, saved)
         return generator.to(self.device)

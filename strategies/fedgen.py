@@ -171,7 +171,7 @@ class FedGen(FedAvg):
         return {**super().train_config(server_round), "fedgen-label-prior": totals.tolist()}
 
     def extra_content(self, state: ServerState) -> RecordDict:
-        saved = self._saved_generator(state)
+        saved = state.data_under(GENERATOR_PREFIX)
         if not saved:
             return RecordDict()  # round 1: no generator yet, the nodes train as in FedAvg
         return RecordDict({GENERATOR_KEY: arrays_to_record(saved)})
@@ -198,7 +198,7 @@ class FedGen(FedAvg):
         generator = self._generator(state)
         gen = seeded_generator(self.seed, server_round, 0xFE6)
         losses = self._train_generator(generator, heads, counts, gen)
-        state.data.update({GENERATOR_PREFIX + k: v for k, v in module_arrays(generator).items()})
+        state.put_data_under(GENERATOR_PREFIX, module_arrays(generator))
         report.metrics.update(losses)
         log(
             INFO,
@@ -312,13 +312,6 @@ class FedGen(FedAvg):
         load_arrays(linear, head)
         return linear.requires_grad_(False)
 
-    def _saved_generator(self, state: ServerState) -> Arrays:
-        return {
-            k.removeprefix(GENERATOR_PREFIX): v
-            for k, v in state.data.items()
-            if k.startswith(GENERATOR_PREFIX)
-        }
-
     def _generator(self, state: ServerState) -> FeatureGenerator:
         """The generator of the previous rounds (from the state), or a new one, its
         initialisation seeded by the run's seed."""
@@ -327,7 +320,7 @@ class FedGen(FedAvg):
             generator = FeatureGenerator(
                 self.num_classes, self.width, noise_dim=self.noise_dim, hidden=self.hidden
             )
-        saved = self._saved_generator(state)
+        saved = state.data_under(GENERATOR_PREFIX)
         if saved:
             load_arrays(generator, saved)
         return generator.to(self.device)

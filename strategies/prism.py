@@ -421,9 +421,7 @@ class PRISM(GenerativeStrategy):
         return state
 
     def scores(self, state: ServerState) -> Arrays:
-        return {
-            k.removeprefix("scores/"): v for k, v in state.data.items() if k.startswith("scores/")
-        }
+        return state.data_under("scores/")
 
     def train_round(
         self, grid: Grid, state: ServerState, server_round: int

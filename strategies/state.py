@@ -35,6 +35,15 @@ class ServerState:
     data: Arrays = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def data_under(self, prefix: str) -> Arrays:
+        """The ``data`` arrays named ``<prefix><name>``, by ``<name>`` (a module kept in the
+        state: a generator's state dict under ``"fedgen-generator/"``)."""
+        return {k.removeprefix(prefix): v for k, v in self.data.items() if k.startswith(prefix)}
+
+    def put_data_under(self, prefix: str, arrays: Arrays) -> None:
+        """Store ``arrays`` as ``data[<prefix><name>]`` (the inverse of :meth:`data_under`)."""
+        self.data.update({prefix + k: v for k, v in arrays.items()})
+
     def save(self, path: str | Path) -> None:
         """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
         arrays = {f"model/{arch}/{k}": a for arch, ms in self.models.items() for k, a in ms.items()}
