@@ -241,6 +241,9 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run only the headline cells (alpha 0.01 and 0.1, three architectures), every seed",
     )
+    p.add_argument(
+        "--skip", default="", help="methods not to run this time, comma-separated (e.g. DENSE)"
+    )
     p.add_argument("--rescore", action="store_true", help="rebuild the table from kept runs")
     p.add_argument(
         "--resume",
@@ -283,11 +286,14 @@ def main() -> None:
             raise SystemExit("--resume: results/mosaic.json was made with other settings")
         results = saved["results"]
     done = {(r["alpha"], r["models"], r["method"], r["seed"]) for r in results}
+    skip = {m.strip() for m in args.skip.split(",") if m.strip()}
+    if unknown := skip - set(METHODS):
+        raise SystemExit(f"--skip: unknown methods {sorted(unknown)}; known: {list(METHODS)}")
     for alpha, models, seed in plan:
         for method in METHODS:
             if method == FAITHFUL and (models != "one architecture" or seed != seeds[0]):
                 continue
-            if (alpha, models, method, seed) in done:
+            if (alpha, models, method, seed) in done or method in skip:
                 continue
             results.append(run_cell(alpha, models, method, seed, args))
             print(json.dumps(results[-1]), flush=True)
