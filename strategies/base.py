@@ -76,6 +76,22 @@ def load_arrays(model: nn.Module, arrays: Arrays) -> nn.Module:
     return model
 
 
+M = TypeVar("M", bound=nn.Module)
+
+
+def kept_module(state: ServerState, prefix: str, factory: Callable[[], M], *seed_keys: int) -> M:
+    """The module a strategy keeps in ``state`` under ``prefix`` (its arrays from the previous
+    rounds), or a new one from ``factory`` whose initialisation is seeded by ``seed_keys`` (the
+    same on every machine and after a resume: FedFTG's and FedGen's generators)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(np.random.SeedSequence(list(seed_keys)).generate_state(1)[0]))
+        module = factory()
+    saved = state.data_under(prefix)
+    if saved:
+        load_arrays(module, saved)
+    return module
+
+
 # What the method registry calls to build a strategy: (resolved config, federation, device,
 # the base strategy's keyword arguments) -> strategy. The config is server_app's
 # ExperimentConfig (attribute = run-config key with ``_``).

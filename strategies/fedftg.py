@@ -47,7 +47,7 @@ from models.generators import Generator, GeneratorConfig, sample_labels
 from models.training import seeded_generator
 from protocol.settings import Section, Setting
 
-from .base import RoundReport, load_arrays, module_arrays, require_choice
+from .base import RoundReport, kept_module, module_arrays, require_choice
 from .fedavg import FedAvg, TrainReply, aggregation_settings
 from .state import ServerState
 
@@ -218,12 +218,13 @@ class FedFTG(FedAvg):
     def _generator(self, state: ServerState) -> Generator:
         """The generator of the previous rounds (from the state), or a new one (its
         initialisation seeded by the run's seed, like every server-side draw)."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(np.random.SeedSequence([self.seed, 0xF79]).generate_state(1)[0]))
-            generator = Generator(self.input_shape, self.num_classes, self.generator_config)
-        saved = state.data_under(GENERATOR_PREFIX)
-        if saved:
-            load_arrays(generator, saved)
+        generator = kept_module(
+            state,
+            GENERATOR_PREFIX,
+            lambda: Generator(self.input_shape, self.num_classes, self.generator_config),
+            self.seed,
+            0xF79,
+        )
         return generator.to(self.device)
 
     def _fine_tune(

@@ -45,7 +45,7 @@ from protocol import GENERATOR_KEY, TRAIN_FEDGEN, arrays_to_record
 from protocol.settings import Section, Setting
 
 from .aggregate import all_finite, robust_average
-from .base import RoundReport, load_arrays, module_arrays
+from .base import RoundReport, kept_module, load_arrays, module_arrays
 from .fedavg import FedAvg, TrainReply, aggregation_settings
 from .state import Arrays, ServerState
 
@@ -315,14 +315,15 @@ class FedGen(FedAvg):
     def _generator(self, state: ServerState) -> FeatureGenerator:
         """The generator of the previous rounds (from the state), or a new one, its
         initialisation seeded by the run's seed."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(np.random.SeedSequence([self.seed, 0xFE6]).generate_state(1)[0]))
-            generator = FeatureGenerator(
+        generator = kept_module(
+            state,
+            GENERATOR_PREFIX,
+            lambda: FeatureGenerator(
                 self.num_classes, self.width, noise_dim=self.noise_dim, hidden=self.hidden
-            )
-        saved = state.data_under(GENERATOR_PREFIX)
-        if saved:
-            load_arrays(generator, saved)
+            ),
+            self.seed,
+            0xFE6,
+        )
         return generator.to(self.device)
 
 
