@@ -1,20 +1,27 @@
-"""FMD table: foundation-model distillation vs FedAvg and FedProx on Fashion-MNIST, 10 clients.
+"""FMD table: foundation-model distillation vs FedAvg and FedProx, 10 clients.
 
 Partitions: Dirichlet alpha in {0.01, 0.05, 0.1, 0.5, 1.0} and 1 and 2 classes per client
 (pathological). Rows: FMD (EfficientNet-Lite0 from the PyPI wheel at 64x64 px, frozen, with a
 linear-probe head trained by FedAvg on the clients' cached features, then students distilled
 with (1 - mu) CE + mu T^2 KL), FedAvg and FedProx over the same students (cnn-small), the
 teacher itself (backbone + that federated probe) and a centrally trained probe (the head fitted
-on every training image's features: the reference the federated probe is chasing). Every method
-uses the same seeds, rounds, local steps and learning rate; the official 10,000-image test set
-scores every model (mean, worst-class accuracy).
+on every training image's features: the reference the federated probe is chasing). "FMD
+(weighted)" is FMD with ``kd-weighting=class-accuracy``: each student scales kd-mu per example
+by the teacher's accuracy on its own examples of that class (issue 21's "a teacher that knows
+when it helps"). Every method uses the same seeds, rounds, local steps and learning rate; the
+dataset's test set scores every model (mean, worst-class accuracy). ``--dataset mnist10k`` runs
+the same table on MNIST-10k (results/fmd-mnist10k.*).
 
 The teacher's features are computed once per training image and cached on disk (fp16, keyed by
 sample index); the time that takes is measured separately (``precompute``), so the round times
 of the table do not include it. To time it on a cold cache, point the data directory at a copy
 without ``cache/teachers`` and run ``--precompute-only`` (writes results/fmd-precompute.json).
 
-    python -m benchmarks.fmd --rounds 10 --seeds 0 --headline-seeds 0,1,2
+    python -m benchmarks.fmd --seeds 0,1,2 --resume                    # Fashion-MNIST
+    python -m benchmarks.fmd --dataset mnist10k --seeds 0,1,2 --resume  # MNIST-10k
+
+Results are saved after every run; ``--resume`` keeps the runs of a saved table made with the
+same settings and runs only the missing (partition, method, seed) triples.
 """
 
 from __future__ import annotations
@@ -49,18 +56,39 @@ PARTITIONS: dict[str, dict[str, Any]] = {
 HEADLINE = ("dirichlet a=0.01", "1 class/client")
 METHODS = {
     "FMD": {"method": "fmd"},
+    "FMD (weighted)": {"method": "fmd", "kd-weighting": "class-accuracy"},
     "FedAvg": {"method": "fedavg"},
     "FedProx": {"method": "fedprox"},
 }
+DATA = {
+    "fmnist": "Fashion-MNIST (Debian dataset-fashion-mnist), 60,000 training images "
+    "partitioned over the clients, official 10,000-image test set",
+    "mnist10k": "MNIST-10k (the first 10,000 MNIST training images), 9,000 partitioned over "
+    "the clients, a class-balanced 1,000-image hold-out as test set",
+}
+# Settings a resumed table must share with the saved one (the seeds and partitions may grow).
+SAME = (
+    "dataset",
+    "rounds",
+    "local_steps",
+    "lr",
+    "clients",
+    "image_size",
+    "probe_rounds",
+    "probe_local_steps",
+    "probe_lr",
+    "kd_mu",
+    "kd_temperature",
+)
 
 
-def precompute(image_size: int) -> dict[str, Any]:
-    """Featurise Fashion-MNIST's training and test images into the cache; time it.
+def precompute(dataset: str, image_size: int) -> dict[str, Any]:
+    """Featurise the dataset's training and test images into the cache; time it.
 
     Also times 2,048 images into an empty temporary cache, so the per-image cost is reported
     even when the real cache was already warm.
     """
-    fed = Federation(DataSpec(dataset="fmnist"))
+    fed = Federation(DataSpec(dataset=dataset))
     teacher = EfficientNetTeacher(fed.num_classes, image_size=image_size)
     cache = fed.cache_dir / "teachers"
     out: dict[str, Any] = {"image-size": image_size, "threads": torch.get_num_threads()}
@@ -69,7 +97,7 @@ def precompute(image_size: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         teacher_features(teacher, x, np.arange(len(x)), fed.data_key("train"), Path(tmp))
         out["ms-per-image"] = round(1000 * (time.perf_counter() - t0) / len(x), 2)
-    for split, x in (("train", fed.source.x_train), ("test", fed.source.x_test)):
+    for split, x in (("train", fed.source.x_train), ("test", fed.test.x)):
         t0 = time.perf_counter()
         _, computed = teacher_features(teacher, x, np.arange(len(x)), fed.data_key(split), cache)
         out[f"{split}-images"] = len(x)
@@ -81,7 +109,7 @@ def precompute(image_size: int) -> dict[str, Any]:
 
 def central_probe(args: argparse.Namespace) -> dict[str, float]:
     """The head fitted on every training image's cached features, scored on the test set."""
-    fed = Federation(DataSpec(dataset="fmnist"))
+    fed = Federation(DataSpec(dataset=args.dataset))
     teacher = EfficientNetTeacher(fed.num_classes, image_size=args.image_size)
     cache = fed.cache_dir / "teachers"
     xtr, ytr = fed.source.x_train, fed.source.y_train
@@ -100,7 +128,8 @@ def central_probe(args: argparse.Namespace) -> dict[str, float]:
 
 
 def run_name(name: str, partition: str, method: str, seed: int) -> str:
-    return f"{name}-bench-{method}-{partition.replace(' ', '').replace('/', '')}-s{seed}"
+    slug = method.replace(" (", "-").replace(")", "").replace(" ", "")
+    return f"{name}-bench-{slug}-{partition.replace(' ', '').replace('/', '')}-s{seed}"
 
 
 def cell_settings(partition: str, method: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -122,7 +151,7 @@ def cell_settings(partition: str, method: str, args: argparse.Namespace) -> dict
 
 def run_cell(partition: str, method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     s = run_in_process(
-        {**cell_settings(partition, method, args), "seed": seed},
+        {**cell_settings(partition, method, args), "dataset": args.dataset, "seed": seed},
         run_name(args.name, partition, method, seed),
         args.clients,
     )
@@ -155,6 +184,8 @@ def _metrics(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def table(results: list[dict[str, Any]], central: dict[str, float]) -> list[str]:
+    """Mean ± std over seeds per cell; gains over FedAvg as the mean and then each seed's."""
+
     def cell(partition: str, method: str, key: str) -> str:
         vals = [
             r[key]
@@ -166,39 +197,58 @@ def table(results: list[dict[str, Any]], central: dict[str, float]) -> list[str]
         sd = f" ± {np.std(vals):.3f}" if len(vals) > 1 else ""
         return f"{np.mean(vals):.3f}{sd}"
 
-    def gain(partition: str, key: str) -> str:
-        by_seed = {(r["method"], r["seed"]): r[key] for r in results if r["partition"] == partition}
-        diffs = [
-            by_seed[("FMD", seed)] - by_seed[("FedAvg", seed)]
-            for (method, seed) in by_seed
-            if method == "FMD" and ("FedAvg", seed) in by_seed
-        ]
-        return f"{np.mean(diffs) * 100:+.1f}" if diffs else "-"
+    def gain(partition: str, method: str, key: str) -> str:
+        return _gain_text(seed_gains(results, partition, method, key))
+
+    def last3(partition: str, method: str) -> str:  # the mean only: the cell is crowded
+        return _gain_text(seed_gains(results, partition, method, "last3-accuracy"), False)
 
     lines = [
-        "| partition | seeds | FMD | FedAvg | FedProx | FMD - FedAvg (pts) "
-        "| last-3-round mean FMD / FedAvg (gain) | worst class FMD / FedAvg "
+        "| partition | seeds | FMD | FMD (weighted) | FedAvg | FedProx "
+        "| FMD - FedAvg, pts (per seed) | weighted - FedAvg, pts (per seed) "
+        "| last-3-round gain FMD / weighted | worst class FMD / weighted / FedAvg "
         "| teacher (federated probe) | central probe |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for partition in PARTITIONS:
         rows = [r for r in results if r["partition"] == partition]
         if not rows:
             continue
         seeds = sorted({r["seed"] for r in rows})
+        worst = " / ".join(
+            cell(partition, m, "worst-class-accuracy") for m in ("FMD", "FMD (weighted)", "FedAvg")
+        )
         lines.append(
-            f"| {partition} | {len(seeds)} | {cell(partition, 'FMD', 'final-accuracy')} "
-            f"| {cell(partition, 'FedAvg', 'final-accuracy')} "
-            f"| {cell(partition, 'FedProx', 'final-accuracy')} "
-            f"| {gain(partition, 'final-accuracy')} "
-            f"| {cell(partition, 'FMD', 'last3-accuracy')} / "
-            f"{cell(partition, 'FedAvg', 'last3-accuracy')} "
-            f"({gain(partition, 'last3-accuracy')}) "
-            f"| {cell(partition, 'FMD', 'worst-class-accuracy')} / "
-            f"{cell(partition, 'FedAvg', 'worst-class-accuracy')} "
-            f"| {cell(partition, 'FMD', 'teacher-accuracy')} | {central['accuracy']:.3f} |"
+            f"| {partition} | {len(seeds)} "
+            + "".join(f"| {cell(partition, m, 'final-accuracy')} " for m in METHODS)
+            + f"| {gain(partition, 'FMD', 'final-accuracy')} "
+            f"| {gain(partition, 'FMD (weighted)', 'final-accuracy')} "
+            f"| {last3(partition, 'FMD')} / {last3(partition, 'FMD (weighted)')} "
+            f"| {worst} | {cell(partition, 'FMD', 'teacher-accuracy')} "
+            f"| {central['accuracy']:.3f} |"
         )
     return lines
+
+
+def seed_gains(
+    results: list[dict[str, Any]], partition: str, method: str, key: str
+) -> dict[int, float]:
+    """``method`` minus FedAvg on ``key`` for every seed both ran, in points."""
+    by = {(r["method"], r["seed"]): r[key] for r in results if r["partition"] == partition}
+    return {
+        seed: 100 * (by[(m, seed)] - by[("FedAvg", seed)])
+        for (m, seed) in sorted(by, key=lambda k: k[1])
+        if m == method and ("FedAvg", seed) in by
+    }
+
+
+def _gain_text(gains: dict[int, float], per_seed: bool = True) -> str:
+    if not gains:
+        return "-"
+    mean = f"{np.mean(list(gains.values())):+.1f}"
+    if not per_seed or len(gains) == 1:
+        return mean
+    return f"{mean} ({', '.join(f'{g:+.1f}' for g in gains.values())})"
 
 
 def rescore(name: str) -> None:
@@ -211,14 +261,19 @@ def rescore(name: str) -> None:
         path = OUT / "runs" / run / "summary.json"
         summary = {**json.loads(path.read_text()), "wall-seconds": r["seconds"]}
         results.append(_row(r["partition"], r["method"], r["seed"], summary, rounds))
-    (OUT / f"{name}.json").write_text(json.dumps({**saved, "results": results}, indent=2))
-    lines = table(results, saved["meta"]["central-probe"])
+    saved["results"] = results
+    write(name, saved)
+
+
+def write(name: str, saved: dict[str, Any]) -> None:
+    (OUT / f"{name}.json").write_text(json.dumps(saved, indent=2))
+    lines = table(saved["results"], saved["meta"]["central-probe"])
     (OUT / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="fmnist", choices=sorted(DATA))
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--local-steps", type=int, default=20)
     p.add_argument("--lr", type=float, default=0.01)
@@ -232,42 +287,74 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0")
     p.add_argument("--headline-seeds", default="0,1,2", help=f"seeds for {', '.join(HEADLINE)}")
     p.add_argument("--partitions", default=",".join(PARTITIONS))
-    p.add_argument("--name", default="fmd", help="results/<name>.{json,md} and run names")
+    p.add_argument(
+        "--methods", default=",".join(METHODS), help=f"rows to run, of: {', '.join(METHODS)}"
+    )
+    p.add_argument(
+        "--name", default="", help="results/<name>.{json,md} and run names (default: fmd[-dataset])"
+    )
     p.add_argument("--precompute-only", action="store_true")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs of the saved table (same settings) and run only the missing ones",
+    )
     p.add_argument(
         "--rescore",
         action="store_true",
-        help="rebuild fmd.json/md from the runs kept in results/runs (no training)",
+        help="rebuild <name>.json/md from the runs kept in results/runs (no training)",
     )
     return p
 
 
+def plan(args: argparse.Namespace) -> list[tuple[str, str, int]]:
+    """Every (partition, method, seed) the arguments ask for, seed-major within a partition."""
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if unknown := set(methods) - set(METHODS):
+        raise SystemExit(f"--methods: unknown {sorted(unknown)}; known: {list(METHODS)}")
+    partitions = [p.strip() for p in args.partitions.split(",") if p.strip()]
+    if unknown := set(partitions) - set(PARTITIONS):
+        raise SystemExit(f"--partitions: unknown {sorted(unknown)}; known: {list(PARTITIONS)}")
+    out = []
+    for partition in partitions:
+        seeds = {int(s) for s in args.seeds.split(",")}
+        if partition in HEADLINE:
+            seeds |= {int(s) for s in args.headline_seeds.split(",")}
+        out += [(partition, m, seed) for seed in sorted(seeds) for m in methods]
+    return out
+
+
 def main() -> None:
     args = parser().parse_args()
+    args.name = args.name or ("fmd" if args.dataset == "fmnist" else f"fmd-{args.dataset}")
     OUT.mkdir(parents=True, exist_ok=True)
     if args.rescore:
         rescore(args.name)
         return
-    pre = precompute(args.image_size)
+    todo = plan(args)
+    pre = precompute(args.dataset, args.image_size)
     print(json.dumps({"precompute": pre}), flush=True)
     if args.precompute_only:  # run it on a cold cache to time the featurisation itself
         (OUT / f"{args.name}-precompute.json").write_text(json.dumps(pre, indent=2))
         return
+    results: list[dict[str, Any]] = []
+    saved_path = OUT / f"{args.name}.json"
+    if args.resume and saved_path.exists():
+        saved = json.loads(saved_path.read_text())
+        settings = {"dataset": "fmnist", **saved["meta"]["settings"]}  # older tables: fmnist
+        if differ := [k for k in SAME if settings.get(k) != vars(args)[k]]:
+            raise SystemExit(f"--resume: {saved_path} was made with other {', '.join(differ)}")
+        results = saved["results"]
     central = central_probe(args)
     print(json.dumps({"central-probe": central}), flush=True)
-    results = []
-    for partition in args.partitions.split(","):
-        seeds = args.headline_seeds if partition in HEADLINE else args.seeds
-        for seed in (int(s) for s in seeds.split(",")):
-            for method in METHODS:
-                results.append(run_cell(partition, method, seed, args))
-                print(json.dumps(results[-1]), flush=True)
+    done = {(r["partition"], r["method"], r["seed"]) for r in results}
     student = build_model("cnn-small", (1, 28, 28), 10)
     meta = {
-        "data": "Fashion-MNIST (Debian dataset-fashion-mnist), 60,000 training images "
-        "partitioned over the clients, official 10,000-image test set",
+        "data": DATA[args.dataset],
         "settings": {
-            k: v for k, v in vars(args).items() if k not in ("precompute_only", "rescore")
+            k: v
+            for k, v in vars(args).items()
+            if k not in ("precompute_only", "rescore", "resume", "methods")
         },
         "student": {
             "architecture": "cnn-small",
@@ -279,10 +366,15 @@ def main() -> None:
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
         f"{torch.get_num_threads()} torch threads, python {platform.python_version()}",
     }
-    (OUT / f"{args.name}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    lines = table(results, central)
-    (OUT / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    for partition, method, seed in todo:
+        if (partition, method, seed) in done:
+            continue
+        print(f"[fmd] {partition} / {method} / seed {seed}", flush=True)
+        results.append(run_cell(partition, method, seed, args))
+        print(json.dumps(results[-1]), flush=True)
+        write(args.name, {"meta": meta, "results": results})
+    write(args.name, {"meta": meta, "results": results})
+    print((OUT / f"{args.name}.md").read_text())
 
 
 if __name__ == "__main__":
