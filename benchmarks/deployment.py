@@ -3,13 +3,16 @@ deployed round's fixed overhead goes.
 
 Modes (2 SuperNodes each, on this host, every server started here and stopped by PID):
   simulation           ``flwr run`` local simulation (Ray), via scripts/simulate.py
-  deployed             scripts/deploy.py up: TLS + SuperNode authentication, subprocess isolation
-  deployed, process    the same with ``--isolation process`` (the docker-compose topology)
-  deployed, fast node poll   subprocess isolation, SuperNodes polling every 0.25 s instead of
-                       Flower's hard-coded 3 s (``--node-poll-interval``, scripts/fast_supernode.py)
-  deployed, Flower's polling   subprocess isolation with what Flower's defaults give: the
-                       ServerApp pulls every 3 s (``poll-interval=3``, as ``send_and_receive``)
-                       and SuperExecs poll every 1 s: the "before" of our cuts
+  deployed             scripts/deploy.py up: TLS + SuperNode authentication, subprocess
+                       isolation, a warm worker beside each SuperNode (client_app/worker.py)
+  deployed, no worker  the same with ``--no-warm-worker``: every message runs in the fresh
+                       ClientApp process Flower starts for it (imports torch, loads the data)
+  deployed, process    ``--isolation process`` (the docker-compose topology), warm workers
+  deployed, fast node poll   warm workers, SuperNodes polling every 0.25 s instead of Flower's
+                       hard-coded 3 s (``--node-poll-interval``, scripts/fast_supernode.py)
+  deployed, Flower's polling   no worker and what Flower's defaults give: the ServerApp pulls
+                       every 3 s (``poll-interval=3``, as ``send_and_receive``) and SuperExecs
+                       poll every 1 s: the "before" of every cut
 
 Experiments:
   minimal   digits, 10 local steps: a round is almost all overhead
@@ -22,8 +25,12 @@ From metrics.jsonl, over the steady-state rounds (round >= 2; round 1 also disco
              the simulation (it ran one ClientApp at a time: 2 CPUs, 2 per ClientApp)
   overhead   round - compute, broken down for the node whose reply came last: start-up
              (process creation -> handler: interpreter, Flower, loading the app), imports,
-             data loading, polling and transport (round trip - start-up - handler) and the
-             server's own work (round - that round trip)
+             data loading, hand-off to the warm worker (serialising the message and context
+             over its Unix socket), polling and transport (round trip - start-up - hand-off -
+             handler) and the server's own work (round - that round trip)
+
+Every mode runs ``--repeats`` times (fresh state each time); the table gives the median of
+each column over the repeats and the range of the round time.
 
 Writes benchmarks/results/deployment.{json,md}.     python -m benchmarks.deployment
 """
@@ -56,10 +63,12 @@ EXPERIMENTS = {
 MODES = (
     "simulation",
     "deployed",
+    "deployed, no worker",
     "deployed, process",
     "deployed, fast node poll",
     "deployed, Flower's polling",
 )
+COMPUTE_MODES = MODES[:3]  # minutes a run: the modes that answer "what does deploying cost"
 NODE_POLL = 0.25
 
 
@@ -104,8 +113,10 @@ def run_mode(mode: str, run_config: str, timeout: float) -> tuple[list[dict[str,
                 config += " poll-interval=3.0"  # Flower's send_and_receive sleeps 3 s
             isolation = "process" if mode == "deployed, process" else "subprocess"
             fast = ["--node-poll-interval", str(NODE_POLL)] if "fast" in mode else []
+            cold = "no worker" in mode or "Flower's" in mode
             common = [
                 *fast,
+                *(["--no-warm-worker"] if cold else []),
                 *("--state", f"{tmp}/state", "--certs", f"{tmp}/certs"),
                 *("--port", str(_free_port()), "--fleet-address", f"127.0.0.1:{_free_port()}"),
                 *("--node-port-base", str(_free_port()), "--isolation", isolation),
@@ -140,7 +151,11 @@ def breakdown(rows: list[dict[str, Any]], mode: str) -> dict[str, float]:
             "startup": last.get("startup", 0.0),
             "imports": last.get("imports", 0.0),
             "load": last.get("load", 0.0),
-            "polling": last["round-trip"] - last.get("startup", 0.0) - last["handler"],
+            "handoff": last.get("forward", 0.0),
+            "polling": last["round-trip"]
+            - last.get("startup", 0.0)
+            - last.get("forward", 0.0)
+            - last["handler"],
             "server": round_s - last["round-trip"],
         }
         for k, v in values.items():
@@ -148,21 +163,33 @@ def breakdown(rows: list[dict[str, Any]], mode: str) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in parts.items()}
 
 
+def median_row(repeats: list[dict[str, Any]]) -> dict[str, Any]:
+    """One mode's row: the median of every breakdown column over its repeats, the range of
+    the round time, and every repeat kept."""
+    keys = [k for k, v in repeats[0].items() if isinstance(v, float)]
+    row: dict[str, Any] = {k: float(np.median([r[k] for r in repeats])) for k in keys}
+    row["round-range"] = [min(r["round"] for r in repeats), max(r["round"] for r in repeats)]
+    row["repeats"] = repeats
+    return row
+
+
 def table(results: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| experiment | mode | rounds | s/round | local compute s/round | overhead s/round "
-        "| x simulation | start-up | imports | data loading | polling + transport | server "
-        "| submit-to-finish s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| experiment | mode | rounds x repeats | s/round (median, range) "
+        "| local compute s/round | overhead s/round | x simulation | start-up | imports "
+        "| data loading | hand-off | polling + transport | server | submit-to-finish s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     sim = {r["experiment"]: r["round"] for r in results if r["mode"] == "simulation"}
     for r in results:
         ratio = r["round"] / sim[r["experiment"]] if r["experiment"] in sim else float("nan")
-        parts = ("startup", "imports", "load", "polling", "server")
+        parts = ("startup", "imports", "load", "handoff", "polling", "server")
         # The simulation runs one ClientApp at a time in warm processes: no breakdown.
-        cells = ["-"] * 5 if r["mode"] == "simulation" else [f"{r[k]:.2f}" for k in parts]
+        cells = ["-"] * 6 if r["mode"] == "simulation" else [f"{r[k]:.2f}" for k in parts]
+        low, high = r["round-range"]
         lines.append(
-            f"| {r['experiment']} | {r['mode']} | {r['rounds']} | {r['round']:.2f} | "
+            f"| {r['experiment']} | {r['mode']} | {r['rounds']} x {len(r['repeats'])} "
+            f"| {r['round']:.2f} ({low:.2f}-{high:.2f}) | "
             f"{r['compute']:.2f} | {r['overhead']:.2f} | {ratio:.2f} | {' | '.join(cells)} | "
             f"{r['wall']:.0f} |"
         )
@@ -175,22 +202,33 @@ def main() -> None:
     p.add_argument("--compute-rounds", type=int, default=3)
     p.add_argument("--compute-steps", type=int, default=3000, help="local steps, compute run")
     p.add_argument("--experiments", default="minimal,compute")
+    p.add_argument("--repeats", type=int, default=3, help="runs of every mode (median shown)")
+    p.add_argument(
+        "--modes", default="", help="only these modes, separated by ';' (their names hold commas)"
+    )
     p.add_argument("--timeout", type=float, default=1800.0)
     args = p.parse_args()
+    only = [m.strip() for m in args.modes.split(";") if m.strip()]
+    if unknown := set(only) - set(MODES):
+        raise SystemExit(f"--modes: unknown {sorted(unknown)}; known: {list(MODES)}")
     results = []
     for experiment in args.experiments.split(","):
         rounds = args.minimal_rounds if experiment == "minimal" else args.compute_rounds
         config = f"{EXPERIMENTS[experiment]} num-server-rounds={rounds}"
         if experiment == "compute":
             config += f" local-steps={args.compute_steps}"
-        modes = MODES if experiment == "minimal" else MODES[:4]
-        for mode in modes:
-            rows, wall = run_mode(mode, config, args.timeout)
-            row = {"experiment": experiment, "mode": mode, "rounds": len(rows), "wall": wall}
-            row.update(breakdown(rows, mode))
-            row["per-round"] = [r["seconds-round"] for r in rows]
+        modes = MODES if experiment == "minimal" else COMPUTE_MODES
+        for mode in (m for m in modes if not only or m in only):
+            repeats = []
+            for _ in range(args.repeats):
+                rows, wall = run_mode(mode, config, args.timeout)
+                rep: dict[str, Any] = {"rounds": len(rows), "wall": wall, **breakdown(rows, mode)}
+                rep["per-round"] = [r["seconds-round"] for r in rows]
+                repeats.append(rep)
+            row = {"experiment": experiment, "mode": mode, "rounds": len(rows)}
+            row.update(median_row(repeats))
             results.append(row)
-            print(json.dumps(row), flush=True)
+            print(json.dumps({k: v for k, v in row.items() if k != "repeats"}), flush=True)
     meta = {
         "nodes": NODES,
         "run-configs": {e: EXPERIMENTS[e] for e in args.experiments.split(",")},

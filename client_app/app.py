@@ -37,8 +37,11 @@ from protocol import (
 
 from .threads import thread_policy
 from .timing import stage, timed
+from .worker import warm_worker
 
-app = ClientApp(mods=[thread_policy])
+# warm_worker first: a message handed to the node's worker is not run here, so this process
+# need not import torch for the thread policy (the worker applies it).
+app = ClientApp(mods=[warm_worker, thread_policy])
 Handler = Callable[[Message, Context], Message]
 
 

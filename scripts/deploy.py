@@ -17,21 +17,27 @@ TLS and SuperNode authentication are the default and need the files of ``scripts
 
 ``--isolation process`` reproduces the docker topology natively: the SuperLink and every
 SuperNode get a separate long-running ``flower-superexec`` that starts the ServerApp and
-ClientApp processes. The host's cores are divided among the SuperNodes one state directory
-runs (torch threads: ``up`` and a later ``supernode`` alike, so a restarted node matches its
-peers); ``--node-poll-interval`` caps an idle SuperNode's 3 s poll (scripts/fast_supernode.py).
+ClientApp processes. Beside every SuperNode runs a warm worker (client_app/worker.py) that
+runs the node's messages in one long-lived process, so torch, the data and the model code load
+once per node instead of once per message; ``--no-warm-worker`` turns it off, and a missing or
+crashed worker only makes the messages run in Flower's ClientApp process again. The host's
+cores are divided among the SuperNodes one state directory runs (torch threads: ``up`` and a
+later ``supernode`` alike, so a restarted node matches its peers); ``--node-poll-interval``
+caps an idle SuperNode's 3 s poll (scripts/fast_supernode.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -62,6 +68,7 @@ class Layout:
     host: str  # the SuperLink's HTTP (Control + Runtime) API host
     port: int
     node_poll: float = 0.0  # > 0: SuperNodes through scripts/fast_supernode.py
+    warm_worker: bool = True  # a client_app.worker process beside every SuperNode
 
     @property
     def http(self) -> str:
@@ -352,6 +359,28 @@ def thread_caps(threads: int) -> dict[str, str]:
     return {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
+def worker_socket(lay: Layout, index: int) -> Path:
+    """Where SuperNode ``index``'s warm worker listens: under the state directory, or under
+    the temporary directory when that path is too long for a Unix socket (108 bytes)."""
+    path = lay.state / "workers" / f"supernode-{index}.sock"
+    if len(str(path)) < 100:
+        return path
+    tag = hashlib.sha256(str(lay.state).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"bouquet-{os.getuid()}-{tag}-{index}.sock"
+
+
+def _start_worker(lay: Layout, index: int, threads: int) -> str:
+    """Start SuperNode ``index``'s warm worker (client_app/worker.py) unless it runs; return
+    the node-config entry that points the node's ClientApps at it."""
+    sock = worker_socket(lay, index)
+    name = f"worker-{index}"
+    if name not in running(lay):
+        start(
+            lay, name, [sys.executable, "-m", "client_app.worker", "--socket", str(sock)], threads
+        )
+    return f' worker="{sock}"'
+
+
 def _start_node(
     lay: Layout,
     index: int,
@@ -360,8 +389,11 @@ def _start_node(
     key: Path | None = None,
     threads: int = 0,
 ) -> None:
-    """SuperNode ``index`` (+ its ClientApp executor in process isolation)."""
+    """SuperNode ``index`` (+ its warm worker, + its ClientApp executor in process
+    isolation)."""
     port = port_base + index
+    if lay.warm_worker:
+        node_config += _start_worker(lay, index, threads)
     cmd = supernode_command(lay, index, node_config=node_config, port=port, key=key)
     start(lay, f"supernode-{index}", cmd, threads)
     if lay.isolation == "process":
@@ -520,6 +552,13 @@ def main(argv: list[str] | None = None) -> int:
         help="cap an idle SuperNode's poll (Flower: 3 s) at this many seconds, e.g. 0.25; "
         "0 keeps Flower's (scripts/fast_supernode.py)",
     )
+    p.add_argument(
+        "--no-warm-worker",
+        dest="warm_worker",
+        action="store_false",
+        help="run every message in Flower's fresh ClientApp process (no client_app.worker "
+        "beside each SuperNode: each message then pays torch's import and the data loading)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="SuperLink + N SuperNodes on this host")
     up.add_argument("--supernodes", type=int, default=2)
@@ -561,6 +600,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         node_poll=args.node_poll_interval,
+        warm_worker=args.warm_worker,
     )
     if args.insecure and args.command in ("up", "superlink", "supernode"):
         print(INSECURE_WARNING, file=sys.stderr, flush=True)

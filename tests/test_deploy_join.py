@@ -51,3 +51,15 @@ def test_a_started_node_s_outcome_is_read_from_its_log_past_the_start(
     t0 = time.monotonic()
     assert deploy.wait_activated(lay, "supernode-0", offset, time.monotonic() + 0.5) == outcome
     assert time.monotonic() - t0 < 2
+
+
+def test_a_worker_socket_fits_a_unix_socket_path(tmp_path):
+    short = deploy.Layout(tmp_path, tmp_path, True, "subprocess", "127.0.0.1:1", "", 1)
+    if len(str(tmp_path)) < 60:
+        assert deploy.worker_socket(short, 3) == tmp_path / "workers" / "supernode-3.sock"
+    deep = tmp_path / ("d" * 120)
+    lay = deploy.Layout(deep, deep, True, "subprocess", "127.0.0.1:1", "", 1)
+    sock = deploy.worker_socket(lay, 3)
+    assert len(str(sock)) < 100  # AF_UNIX paths end at 108 bytes
+    assert sock != deploy.worker_socket(short, 3)  # one per state directory and node
+    assert sock.name.endswith("-3.sock")

@@ -247,7 +247,11 @@ def test_tls_federation_runs_and_rejects_strangers(tls_federation):
     # Both registered nodes answered every round (over gRPC, in separate processes), with
     # the results the same experiment gives in process.
     _assert_matches_in_process(fed, overrides)
-    assert set(fed.pids()) == {"superlink", "supernode-0", "supernode-1"}
+    assert set(fed.pids()) == {"superlink", "supernode-0", "supernode-1", "worker-0", "worker-1"}
+    # Each node's messages ran in its warm worker (client_app/worker.py), not per process.
+    for i in (0, 1):
+        log = (fed.tmp / "state" / "logs" / f"worker-{i}.log").read_text()
+        assert log.count("[worker] train") == 2, log[-2000:]
     # The host's cores are divided between its SuperNodes (no oversubscription).
     threads = max(1, (os.cpu_count() or 1) // 2)
     assert [_node_threads(fed, i) for i in (0, 1)] == [threads, threads]
@@ -338,12 +342,29 @@ def test_resume_after_the_serverapp_is_killed(plain_federation):
     assert [r["round"] for r in rows] == [1, 2, 3]  # round 1 was not repeated
 
 
+def test_a_worker_killed_mid_run_leaves_its_node_answering(plain_federation):
+    """SIGKILL a node's warm worker after round 1: its ClientApps run the messages themselves
+    (and say so), every node answers every round."""
+    fed = plain_federation
+    run = _submit_async(
+        fed, 'dataset="digits" num-server-rounds=3 local-steps=10 run-name="no-worker"'
+    )
+    _wait_for_round(fed, "no-worker", 1)
+    os.kill(fed.pids()["worker-1"], signal.SIGKILL)
+    out, _ = run.communicate(timeout=600)
+    assert run.returncode == 0, out[-4000:]
+    rows = [json.loads(r) for r in (fed.tmp / "outputs" / "no-worker" / "metrics.jsonl").open()]
+    assert [r["num-ok"] for r in rows] == [3, 3, 3]
+    assert "running here instead" in fed.logs("supernode-1"), fed.logs("*")
+
+
 def test_process_isolation_runs_the_docker_topology_natively(tmp_path, free_ports):
     """SuperLink and SuperNodes spawn no executor: separate long-running SuperExecs start the
     ServerApp and ClientApp processes, as the docker-compose services do."""
     fed = Federation(tmp_path, free_ports, insecure=True, isolation="process")
     with fed.stopped_after():
-        up = fed.deploy("up", "--supernodes", "2")
+        # As in docker: no warm worker, every message in the ClientApp process it arrived in.
+        up = fed.deploy("--no-warm-worker", "up", "--supernodes", "2")
         assert up.returncode == 0, up.stdout + up.stderr
         assert set(fed.pids()) == {
             "superlink",
