@@ -1,7 +1,11 @@
 """Round wall time of the same experiment in simulation and in a gRPC deployment, and where a
 deployed round's fixed overhead goes.
 
-Modes (2 SuperNodes each, on this host, every server started here and stopped by PID):
+Modes (``--nodes`` SuperNodes each, default 2, on this host, every server started here and
+stopped by PID):
+  in-process           ``bouquet run --in-process``: the same ServerApp loop and ClientApp
+                       handlers without Flower's transport, one node after the other, with the
+                       torch threads a deployed node gets (the host's cores / nodes)
   simulation           ``flwr run`` local simulation (Ray), via scripts/simulate.py
   deployed             scripts/deploy.py up: TLS + SuperNode authentication, subprocess
                        isolation, a warm worker beside each SuperNode (client_app/worker.py)
@@ -41,6 +45,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import socket
 import subprocess
 import sys
@@ -50,6 +55,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from client_app.threads import threads_per_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results"
@@ -61,6 +68,7 @@ EXPERIMENTS = {
     "compute": 'dataset="fmnist" partitioner="iid" models="cnn-small" batch-size=32',
 }
 MODES = (
+    "in-process",
     "simulation",
     "deployed",
     "deployed, no worker",
@@ -68,7 +76,7 @@ MODES = (
     "deployed, fast node poll",
     "deployed, Flower's polling",
 )
-COMPUTE_MODES = MODES[:3]  # minutes a run: the modes that answer "what does deploying cost"
+COMPUTE_MODES = MODES[1:4]  # minutes a run: the modes that answer "what does deploying cost"
 NODE_POLL = 0.25
 
 
@@ -87,7 +95,9 @@ def _run(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.Comp
     return done
 
 
-def run_mode(mode: str, run_config: str, timeout: float) -> tuple[list[dict[str, Any]], float]:
+def run_mode(
+    mode: str, run_config: str, timeout: float, nodes: int = NODES
+) -> tuple[list[dict[str, Any]], float]:
     """Submit one run in ``mode`` from a fresh FLWR_HOME and state; returns its metrics rows
     and the submission's wall seconds (start to finished status)."""
     with tempfile.TemporaryDirectory(prefix="bouquet-deploy-bench-") as tmp:
@@ -98,11 +108,21 @@ def run_mode(mode: str, run_config: str, timeout: float) -> tuple[list[dict[str,
             "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(_free_port()),
             "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ['PATH']}",
         }
-        config = f'{run_config} run-name="bench" min-nodes={NODES}'
-        if mode == "simulation":
+        config = f'{run_config} run-name="bench" min-nodes={nodes}'
+        if mode == "in-process":
+            threads = str(threads_per_worker(0, nodes))  # what deploy.py gives each node
+            t0 = time.time()
+            overrides = [*shlex.split(config), f"num-partitions={nodes}"]
+            _run(
+                [PY, "-m", "bouquet", "run", "--in-process", *overrides],
+                {**env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
+                timeout,
+            )
+            wall = time.time() - t0
+        elif mode == "simulation":
             t0 = time.time()
             _run(
-                [PY, "scripts/simulate.py", "--num-supernodes", str(NODES), "--run-config", config],
+                [PY, "scripts/simulate.py", "--num-supernodes", str(nodes), "--run-config", config],
                 env,
                 timeout,
             )
@@ -121,10 +141,10 @@ def run_mode(mode: str, run_config: str, timeout: float) -> tuple[list[dict[str,
                 *("--port", str(_free_port()), "--fleet-address", f"127.0.0.1:{_free_port()}"),
                 *("--node-port-base", str(_free_port()), "--isolation", isolation),
             ]
-            _run([PY, "scripts/certs.py", "--out", f"{tmp}/certs", "--supernodes", str(NODES)],
+            _run([PY, "scripts/certs.py", "--out", f"{tmp}/certs", "--supernodes", str(nodes)],
                  env, 120)  # fmt: skip
             try:
-                _run([PY, "scripts/deploy.py", *common, "up", "--supernodes", str(NODES)], env, 120)
+                _run([PY, "scripts/deploy.py", *common, "up", "--supernodes", str(nodes)], env, 120)
                 t0 = time.time()
                 submit = ["--connection", "deploy-tls", "--run-config", config]
                 _run([PY, "scripts/simulate.py", *submit], env, timeout)
@@ -143,7 +163,8 @@ def breakdown(rows: list[dict[str, Any]], mode: str) -> dict[str, float]:
         compute = [n["handler"] - n.get("imports", 0.0) - n.get("load", 0.0) for n in nodes]
         last = max(nodes, key=lambda n: n["round-trip"])
         round_s = row["seconds-round"]
-        contained = sum(compute) if mode == "simulation" else max(compute)
+        sequential = mode in ("simulation", "in-process")  # one ClientApp at a time
+        contained = sum(compute) if sequential else max(compute)
         values = {
             "round": round_s,
             "compute": contained,
@@ -176,21 +197,29 @@ def median_row(repeats: list[dict[str, Any]]) -> dict[str, Any]:
 def table(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| experiment | mode | rounds x repeats | s/round (median, range) "
-        "| local compute s/round | overhead s/round | x simulation | start-up | imports "
-        "| data loading | hand-off | polling + transport | server | submit-to-finish s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| local compute s/round | overhead s/round | x simulation | x in-process | start-up "
+        "| imports | data loading | hand-off | polling + transport | server "
+        "| submit-to-finish s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    sim = {r["experiment"]: r["round"] for r in results if r["mode"] == "simulation"}
+
+    def versus(mode: str, r: dict[str, Any]) -> str:
+        base = [
+            b["round"] for b in results if (b["experiment"], b["mode"]) == (r["experiment"], mode)
+        ]
+        return f"{r['round'] / base[0]:.2f}" if base else "-"
+
     for r in results:
-        ratio = r["round"] / sim[r["experiment"]] if r["experiment"] in sim else float("nan")
         parts = ("startup", "imports", "load", "handoff", "polling", "server")
         # The simulation runs one ClientApp at a time in warm processes: no breakdown.
-        cells = ["-"] * 6 if r["mode"] == "simulation" else [f"{r[k]:.2f}" for k in parts]
+        warm = r["mode"] in ("simulation", "in-process")
+        cells = ["-"] * 6 if warm else [f"{r[k]:.2f}" for k in parts]
         low, high = r["round-range"]
         lines.append(
             f"| {r['experiment']} | {r['mode']} | {r['rounds']} x {len(r['repeats'])} "
             f"| {r['round']:.2f} ({low:.2f}-{high:.2f}) | "
-            f"{r['compute']:.2f} | {r['overhead']:.2f} | {ratio:.2f} | {' | '.join(cells)} | "
+            f"{r['compute']:.2f} | {r['overhead']:.2f} | {versus('simulation', r)} "
+            f"| {versus('in-process', r)} | {' | '.join(cells)} | "
             f"{r['wall']:.0f} |"
         )
     return lines
@@ -203,6 +232,8 @@ def main() -> None:
     p.add_argument("--compute-steps", type=int, default=3000, help="local steps, compute run")
     p.add_argument("--experiments", default="minimal,compute")
     p.add_argument("--repeats", type=int, default=3, help="runs of every mode (median shown)")
+    p.add_argument("--nodes", type=int, default=NODES, help="SuperNodes (partitions) per run")
+    p.add_argument("--out-name", default="deployment", help="results/<name>.{json,md}")
     p.add_argument(
         "--modes", default="", help="only these modes, separated by ';' (their names hold commas)"
     )
@@ -221,7 +252,7 @@ def main() -> None:
         for mode in (m for m in modes if not only or m in only):
             repeats = []
             for _ in range(args.repeats):
-                rows, wall = run_mode(mode, config, args.timeout)
+                rows, wall = run_mode(mode, config, args.timeout, args.nodes)
                 rep: dict[str, Any] = {"rounds": len(rows), "wall": wall, **breakdown(rows, mode)}
                 rep["per-round"] = [r["seconds-round"] for r in rows]
                 repeats.append(rep)
@@ -230,15 +261,17 @@ def main() -> None:
             results.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "repeats"}), flush=True)
     meta = {
-        "nodes": NODES,
+        "nodes": args.nodes,
         "run-configs": {e: EXPERIMENTS[e] for e in args.experiments.split(",")},
         "settings": vars(args),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python "
         f"{platform.python_version()}, Flower 1.39, all processes on one host (127.0.0.1)",
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "deployment.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    (OUT / "deployment.md").write_text("\n".join(table(results)) + "\n")
+    (OUT / f"{args.out_name}.json").write_text(
+        json.dumps({"meta": meta, "results": results}, indent=2)
+    )
+    (OUT / f"{args.out_name}.md").write_text("\n".join(table(results)) + "\n")
     print("\n".join(table(results)))
 
 

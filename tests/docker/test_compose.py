@@ -20,11 +20,13 @@ COMPOSE_FILES = sorted(DOCKER.rglob("*.yml"))
 BIN = Path(sys.executable).parent
 
 
+WORKER = "client_app.worker"  # the warm workers' entrypoint: python -m client_app.worker
+
+
 @cache
 def help_text(executable: str) -> str:
-    done = subprocess.run(
-        [str(BIN / executable), "--help"], capture_output=True, text=True, timeout=60
-    )
+    command = [sys.executable, "-m", WORKER] if executable == WORKER else [str(BIN / executable)]
+    done = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -44,6 +46,8 @@ def default_image(service: dict) -> str:
 
 
 def executable_of(service: dict) -> str:
+    if WORKER in (service.get("entrypoint") or []):
+        return WORKER
     image = default_image(service)
     if image.startswith("flwr/superlink"):
         return "flower-superlink"
@@ -194,3 +198,26 @@ def test_single_host_nodes_share_the_cores():
     assert {services_[n]["environment"]["OMP_NUM_THREADS"] for n in clientapps} == {"3"}
     client = resolved(["distributed/client.yml"])["services"]["superexec-clientapp"]
     assert "OMP_NUM_THREADS" not in (client.get("environment") or {})
+
+
+@pytest.mark.parametrize("files", [["compose.yml"], ["compose.yml", "with-tls.yml"]])
+def test_every_single_host_node_has_its_warm_worker(files):
+    """SuperNode i names the socket its worker listens on, in a volume that its ClientApp
+    executor and its worker share and that volume-init makes writable (client_app/worker.py)."""
+    services_ = resolved(files)["services"]
+    init_sources = {v.get("source") for v in services_["volume-init"]["volumes"]}
+    for i in range(3):
+        node = services_[f"supernode-{i}"]["command"]
+        config = node[node.index("--node-config") + 1]
+        assert 'worker="/run/bouquet/worker.sock"' in config, config
+        worker = services_[f"worker-{i}"]
+        assert worker["entrypoint"][-1] == WORKER
+        assert worker["command"] == ["--socket", "/run/bouquet/worker.sock"]
+        for name in (f"worker-{i}", f"superexec-clientapp-{i}"):
+            mounts = {(v.get("source"), v["target"]) for v in services_[name]["volumes"]}
+            assert (f"worker-{i}", "/run/bouquet") in mounts, name
+            assert any(target == "/data" for _, target in mounts), name  # the node's data
+        assert f"worker-{i}" in init_sources
+        # Same threads as the executor: the worker runs the node's training.
+        executor_env = services_[f"superexec-clientapp-{i}"]["environment"]
+        assert worker["environment"]["OMP_NUM_THREADS"] == executor_env["OMP_NUM_THREADS"]

@@ -265,6 +265,10 @@ def test_tls_federation_survives_a_restart_a_killed_node_and_a_bad_actor(stack):
     )
     assert [r["num-ok"] for r in rows] == [3, 3]
     assert (stack.tmp / "outputs" / "first" / "checkpoints" / "last.npz").is_file()  # on the host
+    # Every node's training ran in its warm worker container (client_app/worker.py).
+    for i in range(3):
+        logs = stack.compose(project, TLS_FILES, "logs", f"worker-{i}").stdout
+        assert logs.count("[worker] train") == 2, logs[-2000:]
 
     # The SuperLink's state (registered keys, finished runs) survives a container restart.
     stack.compose(project, TLS_FILES, "restart", "superlink")
@@ -366,6 +370,15 @@ def test_distributed_server_and_clients_with_an_edge_node(images, tmp_path, free
         s.wait_online("remote", 2)
         rows = s.finished(s.submit("remote", f'{RUN} num-server-rounds=2 run-name="pair"'), "pair")
         assert [r["num-ok"] for r in rows] == [2, 2]
+        # The compose device trained in its warm worker; the edge image has none (one image).
+        logs = s.compose(
+            f"{server}-client-0",
+            ["distributed/client.yml", str(join)],
+            "logs",
+            "worker",
+            env={"SUPERLINK": "superlink:9092", "PARTITION_ID": "0", "NUM_PARTITIONS": "2"},
+        ).stdout
+        assert logs.count("[worker] train") == 2, logs[-2000:]
     finally:
         subprocess.run(["docker", "rm", "-f", edge], capture_output=True, timeout=60)
         s.down()
