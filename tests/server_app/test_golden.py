@@ -9,7 +9,9 @@ kernels by the CPU's instruction set at run time, and the rounding differs betwe
 from one x86 machine to another, FedAvg's round-2 loss changed in the 4th digit and FedDF's
 cnn-large accuracy, amplified by distillation, by 4 points. The file therefore records a
 fingerprint of the kernels (torch's CPU capability, the SIMD extensions numpy found, both
-versions); where it differs, floats are not compared and the test says so in a warning.
+versions); where it differs, floats are not compared and the test says so in a warning, and
+the byte counts of PRISM's entropy-coded uplink (a function of float probabilities) may move by
+1% (they moved by 4 of 39,365 bytes on a machine with other kernels).
 
 After an intended change of behaviour, regenerate the file with
 ``BOUQUET_WRITE_GOLDEN=1 pytest tests/server_app/test_golden.py`` and say why in the commit.
@@ -21,6 +23,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -133,18 +136,37 @@ def _numpy_simd() -> list[str]:
     return sorted(k for k, found in __cpu_features__.items() if found)
 
 
-def _differences(expected: Any, actual: Any, path: str = "", floats: bool = True) -> list[str]:
+# PRISM's uplink is entropy-coded under the float probabilities both sides share: its size in
+# bytes is a function of floats, so on other kernels it moves by a few bytes like a float.
+FLOAT_SIZED = {"prism": re.compile(r"\[\d+\]/(bytes-up|bytes-per-node/\d+\[1\])$")}
+
+
+def _differences(
+    expected: Any,
+    actual: Any,
+    path: str = "",
+    floats: bool = True,
+    float_sized: re.Pattern[str] | None = None,
+) -> list[str]:
     """Where ``actual`` departs from ``expected``: floats beyond 1e-6 (unless ``floats`` is
-    False), anything else at all."""
+    False), anything else at all, except that without ``floats`` the integers at paths that
+    ``float_sized`` matches may move by 1%."""
     if isinstance(expected, dict) and isinstance(actual, dict):
         out = [f"{path}/{k}: missing or extra" for k in set(expected) ^ set(actual)]
         for k in sorted(set(expected) & set(actual)):
-            out += _differences(expected[k], actual[k], f"{path}/{k}", floats)
+            out += _differences(expected[k], actual[k], f"{path}/{k}", floats, float_sized)
         return out
     if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
         pairs = enumerate(zip(expected, actual, strict=True))
-        return [d for i, (e, a) in pairs for d in _differences(e, a, f"{path}[{i}]", floats)]
+        return [
+            d
+            for i, (e, a) in pairs
+            for d in _differences(e, a, f"{path}[{i}]", floats, float_sized)
+        ]
     numbers = isinstance(expected, int | float) and isinstance(actual, int | float)
+    sized = not floats and float_sized is not None and float_sized.search(path) is not None
+    if numbers and sized and math.isclose(expected, actual, rel_tol=1e-2):
+        return []
     if isinstance(expected, float) or isinstance(actual, float):
         if numbers and (not floats or math.isclose(expected, actual, rel_tol=1e-6, abs_tol=1e-6)):
             return []
@@ -182,4 +204,5 @@ def test_per_round_metrics_are_unchanged(name, tmp_path, data_dir, one_thread):
             f"the file ({golden.get('kernels')}); floats not compared, everything else is",
             stacklevel=1,
         )
-    assert _differences(golden[name], got, floats=same_kernels) == []
+    sized = FLOAT_SIZED.get(name)
+    assert _differences(golden[name], got, floats=same_kernels, float_sized=sized) == []
