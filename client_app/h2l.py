@@ -29,13 +29,14 @@ from models.training import (
     seeded_generator,
 )
 from protocol import PEERS_KEY, POSTERIORS_KEY, SEED_SET_KEY, ErrorCode, NodeError, arrays_to_record
-from protocol.posteriors import decode, encode
+from protocol.posteriors import changed_rows, decode, encode, encode_update
 
 from .node import load_node
 from .private import keep_model, local_split, restore_model, scores
 
 MODEL_STATE_KEY = "h2l-model"
 SEED_STATE_KEY = "h2l-seed-set"
+SENT_STATE_KEY = "h2l-sent"  # the posteriors as the server decoded them, and their round
 
 
 def donate_seed_set(config: dict[str, Any], node_config: dict[str, Any]) -> ArrayRecord:
@@ -206,14 +207,57 @@ def train_h2l(content: RecordDict, node_config: dict[str, Any], state: RecordDic
         "train-loss": loss,
         **scores(model, node, local_test, config, device),
     }
-    reply = RecordDict({"metrics": MetricRecord(dict(metrics))})
+    posteriors = None
     if seed is not None:
         temperature = float(config["h2l-temperature"])
         logits = predict_logits(model, seed.x, device)
         probs = torch.softmax(logits / temperature, dim=1).numpy()
-        code = str(config["posterior-dtype"])
-        reply[POSTERIORS_KEY] = arrays_to_record(encode("p", probs, code))
+        arrays, rows_sent = posterior_arrays(probs, config, state)
+        posteriors = arrays_to_record(arrays)
+        if float(config.get("posterior-delta", 0.0)) > 0:
+            metrics["posterior-rows-sent"] = rows_sent
+    reply = RecordDict({"metrics": MetricRecord(dict(metrics))})
+    if posteriors is not None:
+        reply[POSTERIORS_KEY] = posteriors
     return reply
+
+
+def posterior_arrays(
+    probs: np.ndarray, config: Mapping[str, Any], state: RecordDict
+) -> tuple[dict[str, np.ndarray], int]:
+    """The posteriors to send and how many rows they carry.
+
+    With ``posterior-delta`` > 0, only the rows that moved by more than it since the matrix
+    the server holds from this node: the server names that matrix's round
+    (``posterior-held-round``), and the node sends its changed rows when it kept the same
+    round's matrix (as the server decoded it), else the whole matrix. Both sides then hold the
+    same matrix bit for bit, whatever the encoding.
+    """
+    code = str(config["posterior-dtype"])
+    num_classes = probs.shape[1]
+    tolerance = float(config.get("posterior-delta", 0.0))
+    if tolerance <= 0:
+        return encode("p", probs, code), len(probs)
+    held_round = int(config.get("posterior-held-round", 0))
+    sent = state.get(SENT_STATE_KEY)
+    if isinstance(sent, ArrayRecord) and int(sent["round"].numpy()[0]) == held_round > 0:
+        held = sent["p"].numpy()
+        rows = changed_rows(probs, held, tolerance)
+        if len(rows) < len(probs) and held.shape == probs.shape:
+            arrays = encode_update("p", probs, code, rows)
+            now = held.copy()
+            now[rows] = decode(encode("p", probs[rows], code), "p", num_classes)
+            _keep_sent(state, now, int(config["server-round"]))
+            return arrays, len(rows)
+    arrays = encode("p", probs, code)
+    _keep_sent(state, decode(arrays, "p", num_classes), int(config["server-round"]))
+    return arrays, len(probs)
+
+
+def _keep_sent(state: RecordDict, p: np.ndarray, server_round: int) -> None:
+    state[SENT_STATE_KEY] = arrays_to_record(
+        {"p": p.astype(np.float32), "round": np.array([server_round], dtype=np.int64)}
+    )
 
 
 def _seed_set(content: RecordDict, state: RecordDict, per_class: int) -> ArrayDataset | None:

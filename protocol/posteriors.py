@@ -17,6 +17,11 @@ encoding      arrays under the matrix's name ``<n>``                      bytes 
               mass is spread evenly over the other classes on decoding
 ============  ==========================================================  =================
 
+**Changed rows only** (``posterior-delta``): a matrix may carry only some of its rows, with
+``<n>.rows`` (their indices, ascending, uint16 or uint32) beside the encoding's arrays;
+:func:`apply_update` writes them over the matrix the receiver already holds from the same
+sender. :func:`changed_rows` picks the rows that moved by more than a tolerance.
+
 Decoding renormalises every quantised or top-k row to sum 1 (quantisation moves the sums by up
 to half a step per entry); float rows are checked and passed on as sent. The record is
 self-describing: :func:`decode` reads whatever encoding arrived and refuses, naming the problem,
@@ -153,3 +158,46 @@ def _unpack4(q: np.ndarray, num_classes: int) -> np.ndarray:
     out = np.empty((len(q), 2 * q.shape[1]), dtype=np.uint8)
     out[:, 0::2], out[:, 1::2] = q & 0x0F, q >> 4
     return out[:, :num_classes]
+
+
+def changed_rows(p: np.ndarray, reference: np.ndarray, tolerance: float) -> np.ndarray:
+    """Indices of the rows of ``p`` whose largest absolute change from ``reference`` (the
+    matrix the receiver holds) exceeds ``tolerance``."""
+    if p.shape != reference.shape:
+        return np.arange(len(p))
+    return np.flatnonzero(np.abs(p - reference).max(axis=1, initial=0.0) > tolerance)
+
+
+def encode_update(
+    name: str, p: np.ndarray, encoding: str, rows: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The arrays that carry rows ``rows`` of ``p`` only (see :func:`apply_update`)."""
+    index_type = np.uint16 if len(p) <= 2**16 else np.uint32
+    return {**encode(name, p[rows], encoding), f"{name}.rows": rows.astype(index_type)}
+
+
+def apply_update(
+    arrays: dict[str, np.ndarray], name: str, num_classes: int, held: np.ndarray
+) -> np.ndarray:
+    """``held`` with the rows the arrays carry replaced by their decoded values (a copy).
+
+    Raises
+    ------
+    PosteriorError
+        If the row indices are not ascending, unique, in range and one per encoded row, or the
+        rows are no valid encoding.
+    """
+    rows = arrays.get(f"{name}.rows")
+    if rows is None:
+        raise PosteriorError(f"{name}: no row indices ({name}.rows) in a changed-rows update")
+    if rows.dtype not in (np.uint16, np.uint32) or rows.ndim != 1:
+        raise PosteriorError(f"{name}.rows is {rows.dtype}{list(rows.shape)}, expected uint16/32")
+    if len(rows) and (rows[-1] >= len(held) or (np.diff(rows.astype(np.int64)) <= 0).any()):
+        raise PosteriorError(f"{name}.rows must ascend, without repeats, below {len(held)}")
+    values = {k: v for k, v in arrays.items() if k != f"{name}.rows"}
+    sub = decode(values, name, num_classes)
+    if sub.shape != (len(rows), held.shape[1]):
+        raise PosteriorError(f"{name}: {len(sub)} rows sent for {len(rows)} indices")
+    out = held.astype(np.float32, copy=True)
+    out[rows.astype(np.int64)] = sub
+    return out

@@ -34,7 +34,7 @@ from protocol import (
     ErrorCode,
     arrays_to_record,
 )
-from protocol.posteriors import PosteriorError, check_encoding, decode, encode
+from protocol.posteriors import PosteriorError, apply_update, check_encoding, decode, encode
 from protocol.settings import ConfigError, Section, Setting
 
 from .base import FederatedStrategy, FederationError, RoundReport, require_choice
@@ -103,6 +103,14 @@ FEDH2L_SETTINGS = Section(
             "scaled), top<k> (the k largest per row, e.g. top3): protocol/posteriors.py",
         ),
         Setting(
+            "posterior-delta",
+            0.0,
+            "a node sends only the posterior rows that moved by more than this (largest "
+            "absolute change of a probability) since the matrix the server holds from it; "
+            "0 = every row every round",
+            low=0.0,
+        ),
+        Setting(
             "align",
             "none",
             "gradient alignment of the two losses",
@@ -165,6 +173,7 @@ class FedH2L(FederatedStrategy):
         degree: int = 2,
         relay: str = "loo-mean",
         posterior_dtype: str = "float32",
+        posterior_delta: float = 0.0,
         peer_weighting: str = "uniform",
         public_x: np.ndarray | None = None,
         **kwargs,
@@ -181,6 +190,7 @@ class FedH2L(FederatedStrategy):
         self.degree = degree
         self.relay = relay
         self.posterior_dtype = posterior_dtype
+        self.posterior_delta = posterior_delta
         self.public_x = public_x  # set: the seed set is unlabelled public data, not donations
         self.seeded: set[int] = set()  # node ids that hold the seed set
 
@@ -188,12 +198,13 @@ class FedH2L(FederatedStrategy):
         super().summary()
         log(
             INFO,
-            "\t│   └── seed set: %d per class and client%s; %s topology; %s relay; %s posteriors",
+            "\t│   └── seed set: %d per class and client%s; %s topology; %s relay; %s posteriors%s",
             self.seed_per_class,
             f", at most {self.seed_cap_per_class} per class" if self.seed_cap_per_class else "",
             self.topology,
             self.relay,
             self.posterior_dtype,
+            f", changed rows only (> {self.posterior_delta})" if self.posterior_delta else "",
         )
 
     # ----------------------------------------------------------------- round
@@ -231,7 +242,7 @@ class FedH2L(FederatedStrategy):
             payloads,
             TRAIN_H2L,
             server_round,
-            lambda reply: self._parse(reply, num_seed),
+            lambda reply: self._parse(reply, num_seed, self._held(state, reply)),
             report,
             require=False,  # first learn which nodes lost the seed set
         )
@@ -248,7 +259,11 @@ class FedH2L(FederatedStrategy):
         for n, (posteriors, metrics) in sorted(ex.replies.items(), key=lambda kv: pid[kv[0]]):
             if posteriors is not None:
                 state.data[f"post/{pid[n]}"] = posteriors
+                state.data[f"post-round/{pid[n]}"] = np.array([server_round], dtype=np.int64)
             client_metrics[f"p{pid[n]}-{self.nodes[n].architecture}"] = metrics
+        if self.posterior_delta > 0:  # how much the changed-rows coding left out
+            sent = [m.get("posterior-rows-sent", 0.0) for m in client_metrics.values()]
+            report.metrics["posterior-rows-sent"] = float(sum(sent))
         return close_round(state, report, client_metrics, server_round)
 
     def evaluate(
@@ -259,15 +274,35 @@ class FedH2L(FederatedStrategy):
 
     # ----------------------------------------------------------------- helpers
 
-    def _config(self, server_round: int) -> ConfigRecord:
+    def _config(self, server_round: int, held_round: int = 0) -> ConfigRecord:
+        delta = (
+            {"posterior-delta": self.posterior_delta, "posterior-held-round": held_round}
+            if self.posterior_delta > 0
+            else {}  # off: the messages are what they were before the option existed
+        )
         return ConfigRecord(
             {
                 **self.node_config,
                 "server-round": server_round,
                 "seed-per-class": self.seed_per_class,
                 "posterior-dtype": self.posterior_dtype,
+                **delta,
             }
         )
+
+    @staticmethod
+    def _held_round(state: ServerState, partition: int) -> int:
+        """The round of the posteriors the server holds from ``partition`` (0: none)."""
+        held = state.data.get(f"post-round/{partition}")
+        return int(held[0]) if held is not None else 0
+
+    def _held(self, state: ServerState, reply: Message) -> np.ndarray | None:
+        """The matrix a reply's changed rows update: the one held from its node, of the round
+        its payload named (None: none held, or changed rows are off)."""
+        info = self.nodes.get(reply.metadata.src_node_id)
+        if info is None or self.posterior_delta <= 0:
+            return None
+        return state.data.get(f"post/{info.partition_id}")
 
     def _public_seed_set(self, state: ServerState) -> None:
         """Unlabelled variant (FedMD-style): seed-per-class x classes public images, label -1."""
@@ -328,7 +363,8 @@ class FedH2L(FederatedStrategy):
         weights: dict[int, float] | None,
         server_round: int,
     ) -> RecordDict:
-        content = RecordDict({CONFIG_KEY: self._config(server_round)})
+        held_round = self._held_round(state, partition)
+        content = RecordDict({CONFIG_KEY: self._config(server_round, held_round)})
         if "seed/x" in state.data and node_id not in self.seeded:
             content[SEED_SET_KEY] = arrays_to_record(
                 {"x": state.data["seed/x"], "y": state.data["seed/y"]}
@@ -388,11 +424,14 @@ class FedH2L(FederatedStrategy):
                 raise InvalidReply(f"seed examples of classes {foreign} the node does not hold")
         return x, y.astype(np.int64)
 
-    def _parse(self, reply: Message, num_seed: int) -> tuple[np.ndarray | None, dict[str, float]]:
+    def _parse(
+        self, reply: Message, num_seed: int, held: np.ndarray | None = None
+    ) -> tuple[np.ndarray | None, dict[str, float]]:
         scores = check_scores(reply.content[METRICS_KEY], self.known_examples(reply))
         posteriors = None
         if num_seed:
-            posteriors = check_posteriors(reply.content[POSTERIORS_KEY], num_seed, self.num_classes)
+            record = reply.content[POSTERIORS_KEY]
+            posteriors = check_posteriors(record, num_seed, self.num_classes, held)
         return posteriors, scores
 
 
@@ -421,16 +460,25 @@ def seed_quotas(
     return quotas
 
 
-def check_posteriors(record: object, num_rows: int, num_classes: int) -> np.ndarray:
+def check_posteriors(
+    record: object, num_rows: int, num_classes: int, held: np.ndarray | None = None
+) -> np.ndarray:
     """A (num_rows, num_classes) matrix of probability rows in any :mod:`protocol.posteriors`
-    encoding, decoded to float32."""
+    encoding, decoded to float32; a changed-rows update is applied to ``held`` (the matrix the
+    server holds from the same node, as of the round it told the node), and refused without
+    one."""
     if not isinstance(record, ArrayRecord):
         raise InvalidReply("posteriors must be an ArrayRecord")
     arrays = {k: record[k].numpy() for k in record}
     if any(k != "p" and not k.startswith("p.") for k in arrays):
         raise InvalidReply(f"posteriors hold arrays {sorted(arrays)}, not one matrix 'p'")
     try:
-        p = decode(arrays, "p", num_classes)
+        if "p.rows" not in arrays:
+            p = decode(arrays, "p", num_classes)
+        elif held is None or held.shape != (num_rows, num_classes):
+            raise InvalidReply("changed posterior rows, but the server holds no matrix to update")
+        else:
+            p = apply_update(arrays, "p", num_classes, held)
     except PosteriorError as err:
         raise InvalidReply(f"posteriors: {err}") from None
     if p.shape != (num_rows, num_classes):
@@ -453,6 +501,7 @@ def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any
         degree=cfg.topology_degree,
         relay=cfg.relay,
         posterior_dtype=cfg.posterior_dtype,
+        posterior_delta=cfg.posterior_delta,
         peer_weighting=cfg.peer_weighting,
         public_x=fed.public.x if cfg.seed_source == "public" else None,
         **common,

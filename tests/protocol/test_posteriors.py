@@ -5,7 +5,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.posteriors import PosteriorError, check_encoding, decode, encode
+from protocol.posteriors import (
+    PosteriorError,
+    apply_update,
+    changed_rows,
+    check_encoding,
+    decode,
+    encode,
+    encode_update,
+)
 
 
 def _posteriors(rows=200, classes=10, seed=0):
@@ -119,3 +127,62 @@ def test_any_arrays_of_the_right_types_decode_to_probabilities_or_a_clear_error(
         return
     assert p.shape == (2, 10) and np.isfinite(p).all() and (p >= 0).all()
     assert np.allclose(p.sum(1), 1, atol=1e-5)
+
+
+# ------------------------------------------------------------------ changed rows only
+
+
+def _probs(rows: int, classes: int = 10, seed: int = 0) -> np.ndarray:
+    logits = np.random.default_rng(seed).normal(size=(rows, classes))
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return (e / e.sum(1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("encoding", ["float32", "float16", "uint8", "uint4", "top3"])
+def test_an_update_of_the_changed_rows_rebuilds_what_a_full_matrix_would(encoding):
+    held_by_sender = decode(encode("p", _probs(50), encoding), "p", 10)  # what both hold
+    new = held_by_sender.copy()
+    new[[3, 17, 40]] = _probs(3, seed=1)  # three rows moved
+    new[5] += np.float32(1e-4) * (np.arange(10) - 4.5)  # one row barely moved
+    rows = changed_rows(new, held_by_sender, tolerance=1e-3)
+    assert rows.tolist() == [3, 17, 40]
+    arrays = encode_update("p", new, encoding, rows)
+    assert arrays["p.rows"].dtype == np.uint16
+    got = apply_update(arrays, "p", 10, held_by_sender)
+    want = held_by_sender.copy()
+    want[rows] = decode(encode("p", new[rows], encoding), "p", 10)
+    np.testing.assert_array_equal(got, want)  # bit for bit: both sides hold the same matrix
+    full = encode("p", new, encoding)
+    assert sum(a.nbytes for a in arrays.values()) < sum(a.nbytes for a in full.values()) / 5
+
+
+def test_an_update_with_nothing_changed_is_empty_and_keeps_the_held_matrix():
+    held = _probs(20)
+    arrays = encode_update("p", held, "uint8", changed_rows(held, held, 0.0))
+    np.testing.assert_array_equal(apply_update(arrays, "p", 10, held), held)
+
+
+@pytest.mark.parametrize(
+    "rows, match",
+    [
+        (np.array([3, 3], np.uint16), "ascend"),
+        (np.array([5, 2], np.uint16), "ascend"),
+        (np.array([1, 99], np.uint16), "below 20"),
+        (np.array([1, 2], np.int64), "uint16"),
+        (np.array([1, 2, 4], np.uint16), "2 rows sent for 3"),
+    ],
+)
+def test_bad_row_indices_are_refused_by_name(rows, match):
+    held = _probs(20)
+    arrays = {**encode("p", _probs(2, seed=2), "float32"), "p.rows": rows}
+    with pytest.raises(PosteriorError, match=match):
+        apply_update(arrays, "p", 10, held)
+
+
+def test_a_full_matrix_is_no_update_and_an_update_is_no_full_matrix():
+    held = _probs(20)
+    with pytest.raises(PosteriorError, match="no row indices"):
+        apply_update(encode("p", held, "float32"), "p", 10, held)
+    update = encode_update("p", held, "float32", np.array([1, 2]))
+    with pytest.raises(PosteriorError, match="no posterior encoding"):
+        decode(update, "p", 10)

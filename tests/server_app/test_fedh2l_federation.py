@@ -139,3 +139,68 @@ def test_compressed_posteriors_travel_both_ways_in_fewer_bytes(tmp_path):
     assert saved_up >= 3 * num_seed * 25
     saved_down = later[("float32", "full")]["bytes-down"] - later[("top3", "full")]["bytes-down"]
     assert saved_down >= 3 * 2 * num_seed * 28  # each node gets its two peers' matrices
+
+
+def _delta_run(tmp_path, hook=None, rounds=3, steps=5):
+    """FedH2L on digits sending changed posterior rows only; returns the summary, the grid (its
+    nodes' contexts) and the server's final state."""
+    from strategies.state import ServerState
+
+    settings = {**H2L, "num-server-rounds": rounds, "local-steps": steps, "posterior-delta": 0.05}
+    cfg = load_config(
+        {
+            **DEFAULTS,
+            "dataset": "digits",
+            "num-partitions": 3,
+            **settings,
+            "output-dir": str(tmp_path),
+        }
+    )
+    nodes = [{"partition-id": i, "num-partitions": 3} for i in range(3)]
+    grid = InProcessGrid(client_app, nodes, reply_hook=hook)
+    summary = run_experiment(grid, cfg)
+    state = ServerState.load(summary["paths"]["checkpoint-last"])
+    return summary, grid, state
+
+
+def _same_matrix_on_both_sides(grid, state):
+    for context in grid.contexts.values():
+        kept = context.state["h2l-sent"]
+        pid = int(context.node_config["partition-id"])
+        assert int(kept["round"].numpy()[0]) == int(state.data[f"post-round/{pid}"][0])
+        assert (kept["p"].numpy() == state.data[f"post/{pid}"]).all(), pid  # bit for bit
+
+
+def test_changed_rows_only_shrink_the_uplink_and_both_sides_hold_the_same_matrix(tmp_path):
+    summary, grid, state = _delta_run(tmp_path / "delta", rounds=4, steps=10)
+    full = rows(run(tmp_path / "full", {**H2L, "num-server-rounds": 4, "local-steps": 10}))
+    delta = rows(summary)
+    assert summary["status"] == "completed" and [r["num-ok"] for r in delta] == [3, 3, 3, 3]
+    num_seed = 60
+    assert delta[0]["train"]["posterior-rows-sent"] == 3 * num_seed  # nothing held yet
+    assert delta[-1]["train"]["posterior-rows-sent"] < 3 * num_seed
+    assert delta[-1]["bytes-up"] < full[-1]["bytes-up"]
+    _same_matrix_on_both_sides(grid, state)
+
+
+def test_a_dropped_reply_makes_the_node_send_its_whole_matrix_again(tmp_path):
+    """Round 2's reply of node 1000 is corrupted and dropped: the server still holds its round-1
+    matrix, the node kept round 2's; told so, the node sends every row in round 3 instead of
+    rows the server would write over the wrong matrix."""
+    from protocol import POSTERIORS_KEY, arrays_to_record
+
+    def corrupt(msg, reply):
+        if msg.metadata.group_id == "2" and msg.metadata.dst_node_id == 1000:
+            p = reply.content[POSTERIORS_KEY]
+            reply.content[POSTERIORS_KEY] = arrays_to_record(
+                {k: p[k].numpy() * float("nan") if k == "p" else p[k].numpy() for k in p}
+            )
+        return reply
+
+    summary, grid, state = _delta_run(tmp_path, hook=corrupt)
+    r = rows(summary)
+    assert [x["num-ok"] for x in r] == [3, 2, 3]
+    # Partition 0 sent its whole float32 matrix (60 rows x 10 classes) in round 3.
+    assert r[2]["bytes-per-node"]["0"][1] > 60 * 10 * 4
+    assert r[2]["train"]["posterior-rows-sent"] >= 60
+    _same_matrix_on_both_sides(grid, state)
