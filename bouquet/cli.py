@@ -168,7 +168,9 @@ def parser() -> argparse.ArgumentParser:
     cmp.add_argument("--reference", help="the reference value of --gap-by (default: first)")
     cmp.add_argument("--statistic", choices=("final", "best", "last-k"), default="final")
     cmp.add_argument("--out", help="write compare.md and compare.png here")
-    for name, what in (("deploy", "scripts/deploy.py"), ("data", "federated_data.provision")):
+    for name, what in zip(
+        PASSTHROUGH, ("scripts/deploy.py", "federated_data.provision"), strict=True
+    ):
         extra = sub.add_parser(name, help=f"{what}, with its own arguments", add_help=False)
         extra.add_argument("rest", nargs=argparse.REMAINDER)
     return p
@@ -183,7 +185,17 @@ COMMANDS = {
 }
 
 
+PASSTHROUGH = ("deploy", "data")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PASSTHROUGH:
+        # Every later argument is the script's own, options first included (`bouquet deploy
+        # --insecure up`, `bouquet deploy --help`): argparse's REMAINDER refuses a leading one.
+        root = project_root()
+        set_flower_environment(root)
+        return cmd_passthrough(argparse.Namespace(command=argv[0], rest=argv[1:]), root)
     args = parser().parse_args(argv)
     if args.command == "run" and args.experiment and "=" in args.experiment:
         args.overrides.insert(0, args.experiment)  # `bouquet run seed=1`: no file, only pairs

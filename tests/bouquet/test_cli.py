@@ -53,6 +53,24 @@ def test_the_command_is_installed_and_documents_itself():
         assert command in done.stdout
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["deploy", "--help"], "--no-warm-worker"),  # an option first reaches the script
+        (["deploy", "--insecure", "status"], "[deploy]"),
+        (["data", "--help"], "--data-dir"),
+    ],
+)
+def test_deploy_and_data_pass_every_argument_to_their_scripts(argv, expected, tmp_path):
+    if argv[1] == "--insecure":
+        argv = ["deploy", "--insecure", "--state", str(tmp_path), "status"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bouquet.cli", *argv], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert expected in done.stdout + done.stderr
+
+
 def _scalar_tags(folder) -> set[str]:
     """Tags of the scalars in TensorBoard event files (TFRecord framing, Event protos)."""
     from tensorboardX.proto import event_pb2
