@@ -114,7 +114,7 @@ def run_mode(
             t0 = time.time()
             overrides = [*shlex.split(config), f"num-partitions={nodes}"]
             _run(
-                [PY, "-m", "bouquet", "run", "--in-process", *overrides],
+                [PY, "-m", "bouquet.cli", "run", "--in-process", *overrides],
                 {**env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
                 timeout,
             )
