@@ -9,19 +9,27 @@ ONE_SHOT = {
     "dense-epochs": 6,
     "dense-generator-steps": 15,
 }
+PASSES = {"dense-kd-passes": 5}
 
 
 def test_a_fresh_student_learns_the_ensemble_from_synthetic_images_alone(tmp_path):
-    """The student starts from a fresh initialisation and never sees a real image, yet it ends
-    far above chance (0.1): on this machine 0.59 with 10 epochs of 20 steps; FedAvg's one-shot
-    average of the same clients reaches 0.93 here (3 clients, Dirichlet 1.0)."""
+    """The student starts from a fresh initialisation and never sees a real image, yet on most
+    seeds it ends far above chance (0.1); FedAvg's one-shot average of the same clients reaches
+    0.93 (3 clients, Dirichlet 1.0, seed 0). At this budget (6 epochs, 384 synthetic images)
+    DENSE is seed-unstable on cnn-small, which has no batch norm to anchor the synthesis: with 5
+    passes over the pool seeds 0-6 gave 0.69, 0.19, 0.85, 0.82, 0.85, 0.87, 0.91 (one pass, the
+    reference: 0.29, 0.37, 0.10, 0.20), so the test asserts on the median of three seeds."""
     fedavg = run(tmp_path / "avg", {**ONE_SHOT, "method": "fedavg"})
     none = run(tmp_path / "none", {**ONE_SHOT, "method": "dense", "dense-epochs": 0})
-    dense = run(tmp_path / "dense", {**ONE_SHOT, "method": "dense"})
     assert none["final-per-model"] == fedavg["final-per-model"]  # 0 epochs: FedAvg
-    r_avg, r_dense = rows(fedavg)[0], rows(dense)[0]
+    runs = [
+        run(tmp_path / f"dense{seed}", {**ONE_SHOT, "method": "dense", "seed": seed, **PASSES})
+        for seed in (0, 1, 2)
+    ]
+    r_avg, r_dense = rows(fedavg)[0], rows(runs[0])[0]
     assert (r_avg["bytes-down"], r_avg["bytes-up"]) == (r_dense["bytes-down"], r_dense["bytes-up"])
-    assert dense["final-accuracy"] > 0.3
+    accuracies = sorted(s["final-accuracy"] for s in runs)
+    assert accuracies[1] > 0.3, accuracies
     train = r_dense["train"]
     assert train["dense-pool-size"] == 6 * 64
     assert {"dense-ce", "dense-bn", "dense-adversarial", "dense-kd-loss/cnn-small"} <= set(train)
