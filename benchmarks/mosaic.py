@@ -78,7 +78,7 @@ def method_config(method: str, args: argparse.Namespace) -> dict[str, Any]:
     if method == "Mosaic one-shot":
         return {**mosaic, "mosaic-one-shot": True, **one_shot}
     if method == "DENSE":
-        return {"method": "dense", **one_shot}
+        return {"method": "dense", "dense-kd-passes": args.dense_kd_passes, **one_shot}
     return {"method": method.lower()}
 
 
@@ -95,7 +95,10 @@ def run_cell(
         run_name(alpha, models, method, seed),
         args.clients,
     )
-    return _row(alpha, models, method, seed, summary)
+    row = _row(alpha, models, method, seed, summary)
+    if method == "DENSE":
+        row["dense-kd-passes"] = args.dense_kd_passes
+    return row
 
 
 def _row(alpha: float, models: str, method: str, seed: int, s: dict[str, Any]) -> dict[str, Any]:
@@ -234,6 +237,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mosaic-distill-steps", type=int, default=300)
     p.add_argument("--mosaic-distill-lr", type=float, default=1e-3)
     p.add_argument("--pool-size", type=int, default=1000)
+    p.add_argument(
+        "--dense-kd-passes",
+        type=int,
+        default=5,
+        help="DENSE's student passes over its synthetic pool per epoch (the reference: 1; at one "
+        "pass its fresh students stayed at chance at this budget)",
+    )
     p.add_argument("--seeds", default="0")
     p.add_argument("--headline-seeds", default="0,1,2")
     p.add_argument(
@@ -244,6 +254,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip", default="", help="methods not to run this time, comma-separated (e.g. DENSE)"
     )
+    p.add_argument(
+        "--rerun",
+        default="",
+        help="with --resume: methods whose saved rows are dropped and run again, comma-separated",
+    )
     p.add_argument("--rescore", action="store_true", help="rebuild the table from kept runs")
     p.add_argument(
         "--resume",
@@ -251,6 +266,13 @@ def parser() -> argparse.ArgumentParser:
         help="keep the runs already in results/mosaic.json (same settings) and run the rest",
     )
     return p
+
+
+def _methods(text: str, option: str) -> set[str]:
+    names = {m.strip() for m in text.split(",") if m.strip()}
+    if unknown := names - set(METHODS):
+        raise SystemExit(f"{option}: unknown methods {sorted(unknown)}; known: {list(METHODS)}")
+    return names
 
 
 def cell_settings(alpha: float, models: str, method: str, args: argparse.Namespace) -> dict:
@@ -285,10 +307,26 @@ def main() -> None:
         if any(saved["meta"]["settings"][k] != vars(args)[k] for k in same):
             raise SystemExit("--resume: results/mosaic.json was made with other settings")
         results = saved["results"]
+        rerun = _methods(args.rerun, "--rerun")
+        # Rows made before the option existed ran DENSE with the reference's single pass.
+        stale = [
+            r
+            for r in results
+            if r["method"] == "DENSE" and r.get("dense-kd-passes", 1) != args.dense_kd_passes
+        ]
+        if stale and "DENSE" not in rerun:
+            raise SystemExit(
+                "--resume: the saved DENSE rows ran with another --dense-kd-passes; "
+                "add --rerun DENSE"
+            )
+        planned = set(plan)
+        results = [
+            r
+            for r in results
+            if r["method"] not in rerun or (r["alpha"], r["models"], r["seed"]) not in planned
+        ]
     done = {(r["alpha"], r["models"], r["method"], r["seed"]) for r in results}
-    skip = {m.strip() for m in args.skip.split(",") if m.strip()}
-    if unknown := skip - set(METHODS):
-        raise SystemExit(f"--skip: unknown methods {sorted(unknown)}; known: {list(METHODS)}")
+    skip = _methods(args.skip, "--skip")
     for alpha, models, seed in plan:
         for method in METHODS:
             if method == FAITHFUL and (models != "one architecture" or seed != seeds[0]):

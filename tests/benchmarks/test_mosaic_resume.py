@@ -1,0 +1,70 @@
+"""benchmarks/mosaic.py --resume keeps finished rows, refuses DENSE rows made with another
+--dense-kd-passes, and --rerun runs a method's planned cells again (no training: run_cell is
+replaced by a stand-in that copies a saved row)."""
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import mosaic
+
+SAVED = json.loads((Path(mosaic.__file__).parent / "results" / "mosaic.json").read_text())
+
+
+@pytest.fixture
+def bench(tmp_path, monkeypatch):
+    monkeypatch.setattr(mosaic, "OUT", tmp_path)
+    (tmp_path / "mosaic.json").write_text(json.dumps(SAVED))
+    ran = []
+
+    def fake_run_cell(alpha, models, method, seed, args):
+        ran.append((alpha, models, method, seed))
+        like = next(r for r in SAVED["results"] if r["method"] == method)
+        row = {**copy.deepcopy(like), "alpha": alpha, "models": models, "seed": seed}
+        if method == "DENSE":
+            row["dense-kd-passes"] = args.dense_kd_passes
+        return row
+
+    monkeypatch.setattr(mosaic, "run_cell", fake_run_cell)
+
+    def main(*argv):
+        settings = SAVED["meta"]["settings"]
+        same = ["--generator-steps", str(settings["generator_steps"]), "--headline-only"]
+        monkeypatch.setattr(sys, "argv", ["mosaic", "--resume", *same, *argv])
+        mosaic.main()
+        return json.loads((tmp_path / "mosaic.json").read_text())["results"]
+
+    return main, ran
+
+
+def test_saved_dense_rows_of_another_pass_count_need_rerun(bench):
+    main, ran = bench
+    if not any(r["method"] == "DENSE" for r in SAVED["results"]):
+        pytest.skip("no DENSE rows saved")
+    passes = {r.get("dense-kd-passes", 1) for r in SAVED["results"] if r["method"] == "DENSE"}
+    other = str(max(passes) + 1)
+    with pytest.raises(SystemExit, match="--rerun DENSE"):
+        main("--dense-kd-passes", other)
+    assert ran == []
+
+
+def test_rerun_replaces_only_the_planned_cells_of_that_method(bench):
+    main, ran = bench
+    results = main("--dense-kd-passes", "7", "--rerun", "DENSE")
+    assert ran and {m for (_, _, m, _) in ran} == {"DENSE"}
+    assert {(a, m, s) for (a, m, _, s) in ran} == {
+        (a, m, s) for s in (0, 1, 2) for (a, m) in mosaic.HEADLINE
+    }
+    dense = [r for r in results if r["method"] == "DENSE"]
+    assert len(dense) == len(ran) and all(r["dense-kd-passes"] == 7 for r in dense)
+    kept = [r for r in results if r["method"] != "DENSE"]
+    assert kept == [r for r in SAVED["results"] if r["method"] != "DENSE"]
+
+
+def test_an_unknown_method_is_named(bench):
+    main, _ = bench
+    with pytest.raises(SystemExit, match="unknown methods \\['Dense'\\]"):
+        main("--rerun", "Dense")
