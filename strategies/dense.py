@@ -272,7 +272,7 @@ class Dense(FedAvg):
             for a, s in students.items()
         }
         with BatchNormStatistics(teachers) as stats:
-            for _ in range(self.epochs):
+            for epoch in range(1, self.epochs + 1):
                 x, metrics = self._synthesise(teachers, students, stats, gen)
                 images = to_uint8(x)  # the pool holds images, as the reference's files do
                 pool_x.append(images)
@@ -281,6 +281,21 @@ class Dense(FedAvg):
                 pool, targets = np.concatenate(pool_x), torch.cat(pool_t)
                 for _ in range(self.kd_passes):
                     metrics.update(self._kd_pass(students, opts, pool, targets, gen))
+                # Synthesis takes minutes on a CPU: say how far it has got.
+                kd = ", ".join(
+                    f"{k.removeprefix('dense-kd-loss/')} {v:.3g}"
+                    for k, v in metrics.items()
+                    if k.startswith("dense-kd-loss/")
+                )
+                log(
+                    INFO,
+                    "DENSE epoch %d/%d: pool %d images, ensemble CE %.3g, KD loss %s",
+                    epoch,
+                    self.epochs,
+                    len(pool),
+                    metrics["dense-ce"],
+                    kd,
+                )
         metrics["dense-pool-size"] = float(sum(len(p) for p in pool_x))
         for s in students.values():
             s.requires_grad_(True)

@@ -35,7 +35,7 @@ def test_a_fresh_student_learns_the_ensemble_from_synthetic_images_alone(tmp_pat
     assert {"dense-ce", "dense-bn", "dense-adversarial", "dense-kd-loss/cnn-small"} <= set(train)
 
 
-def test_heterogeneous_students_start_from_their_groups_average(tmp_path):
+def test_heterogeneous_students_start_from_their_groups_average(tmp_path, caplog):
     s = run(
         tmp_path,
         {
@@ -49,3 +49,5 @@ def test_heterogeneous_students_start_from_their_groups_average(tmp_path):
     )
     assert set(s["final-per-model"]) == {"cnn-small", "mlp", "cnn-large"}
     assert rows(s)[0]["train"]["dense-bn"] > 0  # cnn-large has batch norm; cnn-small does not
+    assert "DENSE epoch 2/2: pool 128 images" in caplog.text  # progress during synthesis
+    assert "KD loss cnn-large" in caplog.text
