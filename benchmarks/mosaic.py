@@ -308,23 +308,24 @@ def main() -> None:
             raise SystemExit("--resume: results/mosaic.json was made with other settings")
         results = saved["results"]
         rerun = _methods(args.rerun, "--rerun")
-        # Rows made before the option existed ran DENSE with the reference's single pass.
-        stale = [
-            r
-            for r in results
-            if r["method"] == "DENSE" and r.get("dense-kd-passes", 1) != args.dense_kd_passes
-        ]
-        if stale and "DENSE" not in rerun:
-            raise SystemExit(
-                "--resume: the saved DENSE rows ran with another --dense-kd-passes; "
-                "add --rerun DENSE"
-            )
         planned = set(plan)
         results = [
             r
             for r in results
             if r["method"] not in rerun or (r["alpha"], r["models"], r["seed"]) not in planned
         ]
+        # A kept DENSE row must match this run's pass count, or the table would mix them (rows
+        # made before the option existed ran the reference's single pass).
+        stale = [
+            (r["alpha"], r["models"], r["seed"])
+            for r in results
+            if r["method"] == "DENSE" and r.get("dense-kd-passes", 1) != args.dense_kd_passes
+        ]
+        if stale:
+            raise SystemExit(
+                f"--resume: saved DENSE rows {stale} ran with another --dense-kd-passes; "
+                "add --rerun DENSE to a plan that holds their cells"
+            )
     done = {(r["alpha"], r["models"], r["method"], r["seed"]) for r in results}
     skip = _methods(args.skip, "--skip")
     for alpha, models, seed in plan:

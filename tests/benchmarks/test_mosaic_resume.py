@@ -68,3 +68,13 @@ def test_an_unknown_method_is_named(bench):
     main, _ = bench
     with pytest.raises(SystemExit, match="unknown methods \\['Dense'\\]"):
         main("--rerun", "Dense")
+
+
+def test_a_rerun_that_leaves_other_pass_counts_in_the_table_is_refused(bench):
+    main, ran = bench
+    seeds = {r["seed"] for r in SAVED["results"] if r["method"] == "DENSE"}
+    if len(seeds) < 2:
+        pytest.skip("DENSE rows of one seed only")
+    with pytest.raises(SystemExit, match="ran with another --dense-kd-passes"):
+        main("--dense-kd-passes", "7", "--rerun", "DENSE", "--headline-seeds", str(min(seeds)))
+    assert ran == []
