@@ -42,6 +42,7 @@ MODELS = {"one architecture": "cnn-small", "three architectures": "heterogeneous
 HEADLINE = ((0.01, "three architectures"), (0.1, "three architectures"))
 METHODS = (
     "Mosaic",
+    "Mosaic, gated",
     "Mosaic one-shot",
     "FedAvg",
     "FedProx",
@@ -55,6 +56,9 @@ METHODS = (
 # architecture only, seed 0 only, as the faithful-mode comparison.
 FAITHFUL = "Mosaic, features"
 BASELINES = ("FedAvg", "FedProx", "FedDF")
+# Mosaic with the holdout gate (issue 19, item 2): the event is kept only when a meta model
+# fitted on part of the prototypes beats the pre-event models on the rest.
+GATED = "Mosaic, gated"
 # The data-free distillation methods the paper claims to beat (issue 19); DENSE is one-shot and
 # gets the whole budget in its single round, as one-shot Mosaic does.
 DATA_FREE_PEERS = ("FedGen", "FedFTG", "DENSE")
@@ -72,6 +76,8 @@ def method_config(method: str, args: argparse.Namespace) -> dict[str, Any]:
     }
     if method == "Mosaic":
         return {**mosaic, "mosaic-distill-round": args.rounds // 2}
+    if method == GATED:
+        return {**mosaic, "mosaic-distill-round": args.rounds // 2, "mosaic-event-gate": "holdout"}
     if method == FAITHFUL:
         return {**mosaic, "mosaic-distill-round": args.rounds // 2, "prototypes": "features"}
     one_shot = {"num-server-rounds": 1, "local-steps": args.rounds * args.local_steps}
@@ -128,6 +134,9 @@ def _row(alpha: float, models: str, method: str, seed: int, s: dict[str, Any]) -
         "meta-ema-test-accuracy": event.get("meta-ema-test-accuracy"),
         "expert-mean-test-accuracy": event.get("expert-mean-test-accuracy"),
         "num-prototypes": event.get("num-prototypes"),
+        "gate": event.get("gate"),
+        "gate-teacher-accuracy": event.get("gate-teacher-accuracy"),
+        "gate-pre-accuracy": event.get("gate-pre-accuracy"),
         "prototypes": event.get("prototypes"),
         "generator-parameters": s.get("mosaic", {}).get("generator", {}).get("parameters"),
         "generator-train-seconds-total": float(np.sum(trained)) if trained else None,
@@ -145,14 +154,16 @@ def _mean(rows: list[dict[str, Any]], key: str) -> str:
     return f"{np.mean(vals):.3f}{sd}"
 
 
-def _gain(cell: list[dict[str, Any]], seeds: list[int], others: tuple[str, ...]) -> str:
-    """Mosaic's final accuracy minus the best of ``others``, in points: the mean over the seeds
-    where all of them ran, then each seed's."""
+def _gain(
+    cell: list[dict[str, Any]], seeds: list[int], others: tuple[str, ...], method: str = "Mosaic"
+) -> str:
+    """``method``'s final accuracy minus the best of ``others``, in points: the mean over the
+    seeds where all of them ran, then each seed's."""
     gains = []
     for seed in seeds:
         acc = {r["method"]: r["final-accuracy"] for r in cell if r["seed"] == seed}
-        if "Mosaic" in acc and all(b in acc for b in others):
-            gains.append(acc["Mosaic"] - max(acc[b] for b in others))
+        if method in acc and all(b in acc for b in others):
+            gains.append(acc[method] - max(acc[b] for b in others))
     if not gains:
         return "-"
     text = f"{100 * np.mean(gains):+.1f}"
@@ -163,11 +174,13 @@ def _gain(cell: list[dict[str, Any]], seeds: list[int], others: tuple[str, ...])
 
 def table(results: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| alpha | models | seeds | Mosaic | Mosaic one-shot | FedAvg | FedProx | FedDF "
-        "| Mosaic, features prototypes | FedGen | FedFTG | DENSE | Mosaic - best baseline (pts) "
-        "| same, last-3-round means (pts) | Mosaic - best of FedGen, FedFTG, DENSE (pts) "
-        "| Mosaic before -> after distillation | meta model (EMA) | uplink MB, Mosaic / FedAvg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| alpha | models | seeds | Mosaic | Mosaic, gated | Mosaic one-shot | FedAvg | FedProx "
+        "| FedDF | Mosaic, features prototypes | FedGen | FedFTG | DENSE "
+        "| Mosaic - best baseline (pts) | same, last-3-round means (pts) "
+        "| Mosaic - best of FedGen, FedFTG, DENSE (pts) | gated - best baseline (pts) "
+        "| gate: events kept / judged | Mosaic before -> after distillation | meta model (EMA) "
+        "| uplink MB, Mosaic / FedAvg |",
+        "|" + "---|" * 21,
     ]
     for alpha in ALPHAS:
         for models in MODELS:
@@ -183,6 +196,8 @@ def table(results: list[dict[str, Any]]) -> list[str]:
                     last3.append(acc["Mosaic"] - max(acc[b] for b in BASELINES))
             gain = _gain(cell, seeds, BASELINES)
             peer_gain = _gain(cell, seeds, DATA_FREE_PEERS)
+            gated_gain = _gain(cell, seeds, BASELINES, GATED)
+            kept = sum(r["gate"] == "accepted" for r in by[GATED])
             up = {
                 m: np.mean([r["bytes-up-total"] for r in by[m]]) / 1e6 if by[m] else float("nan")
                 for m in ("Mosaic", "FedAvg")
@@ -191,6 +206,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
                 f"| {alpha} | {models} | {len(seeds)} | "
                 + " | ".join(_mean(by[m], "final-accuracy") for m in METHODS)
                 + f" | {gain} | {f'{100 * np.mean(last3):+.1f}' if last3 else '-'} | {peer_gain}"
+                + f" | {gated_gain} | {f'{kept} / {len(by[GATED])}' if by[GATED] else '-'}"
                 + f" | {_mean(by['Mosaic'], 'pre-distill-accuracy')} -> "
                 f"{_mean(by['Mosaic'], 'post-distill-accuracy')} "
                 f"| {_mean(by['Mosaic'], 'meta-ema-test-accuracy')} "
@@ -269,7 +285,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _methods(text: str, option: str) -> set[str]:
-    names = {m.strip() for m in text.split(",") if m.strip()}
+    """Method names from a comma-separated list; names that hold a comma themselves
+    ("Mosaic, gated") are recognised whole."""
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    names, i = set(), 0
+    while i < len(parts):
+        pair = ", ".join(parts[i : i + 2])
+        step = 2 if i + 1 < len(parts) and pair in METHODS else 1
+        names.add(pair if step == 2 else parts[i])
+        i += step
     if unknown := names - set(METHODS):
         raise SystemExit(f"{option}: unknown methods {sorted(unknown)}; known: {list(METHODS)}")
     return names

@@ -57,6 +57,24 @@ def penultimate_features(model: nn.Module, x: torch.Tensor, batch_size: int = 51
     return torch.cat(captured) if captured else torch.empty(0)
 
 
+def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted indices ``(fit, check)``: about ``fraction`` of every class's examples held out
+    for checking, chosen at random (seeded); a class keeps at least one example to fit on, so
+    a class with a single example is never checked."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng([seed, 0x6A7E])
+    check: list[int] = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = min(len(idx) - 1, round(fraction * len(idx)))
+        if k > 0:
+            check.extend(int(i) for i in rng.choice(idx, k, replace=False))
+    held = np.sort(np.asarray(check, dtype=np.int64))
+    return np.setdiff1d(np.arange(len(labels), dtype=np.int64), held), held
+
+
 class ExpertPanel:
     """``C`` class experts over ``K`` client models, evaluated as tokens ``(B, C, C)``.
 

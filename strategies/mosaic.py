@@ -41,6 +41,7 @@ from models.experts import (
     ExpertPanel,
     distill_toward,
     expert_weights,
+    holdout_split,
     last_linear,
     train_meta,
 )
@@ -74,6 +75,7 @@ from .state import Arrays, ServerState
 from .validation import InvalidReply, check_arrays, check_no_error, check_num_examples
 
 PROTOTYPE_KINDS = ("synthetic", "features")
+EVENT_GATES = ("off", "holdout")
 
 MOSAIC_SETTINGS = Section(
     "mosaic",
@@ -131,6 +133,21 @@ MOSAIC_SETTINGS = Section(
             low_open=True,
         ),
         Setting(
+            "mosaic-event-gate",
+            "off",
+            "holdout = keep the pre-event models (and FedAvg's lr) unless a meta model fitted "
+            "on part of the prototypes beats them on the rest; off = always distil (the paper)",
+            choices=EVENT_GATES,
+        ),
+        Setting(
+            "mosaic-gate-holdout",
+            0.3,
+            "holdout gate: fraction of every class's prototypes held out to judge the event",
+            low=0.0,
+            high=0.9,
+            low_open=True,
+        ),
+        Setting(
             "mosaic-pool-size",
             2000,
             "generator samples per round for the FedDF-style "
@@ -173,6 +190,13 @@ class Mosaic(FedAvg):
     pool_size : int (default: 2000)
         Generator samples per round for the FedDF-style cross-architecture distillation after
         the event (several architectures only).
+    event_gate : str (default: "off")
+        ``off``: the event always replaces the global models (the paper). ``holdout``: a meta
+        model fitted on ``1 - gate_holdout`` of every class's prototypes must beat the pre-event
+        global models on the rest, or the event is rejected: the models are kept and later
+        rounds are plain FedAvg (full lr, no generator distillation).
+    gate_holdout : float (default: 0.3)
+        Fraction of every class's prototypes the holdout gate judges on.
     distillation : EnsembleDistillation | None (default: None)
         The FedDF-style distillation after the event (defaults when None).
     device : torch.device | str (default: "cpu")
@@ -201,11 +225,14 @@ class Mosaic(FedAvg):
         samples_per_generator: int = 32,
         finetune_lr_scale: float = 0.01,
         pool_size: int = 2000,
+        event_gate: str = "off",
+        gate_holdout: float = 0.3,
         distillation: EnsembleDistillation | None = None,
         device: torch.device | str = "cpu",
         **kwargs,
     ) -> None:
         require_choice("prototypes", prototypes, PROTOTYPE_KINDS)
+        require_choice("mosaic-event-gate", event_gate, EVENT_GATES)
         super().__init__(**kwargs)
         self.distillation = distillation or EnsembleDistillation(seed=self.seed, device=device)
         self.device = torch.device(device)
@@ -224,6 +251,8 @@ class Mosaic(FedAvg):
         self.samples_per_generator = samples_per_generator
         self.finetune_lr_scale = finetune_lr_scale
         self.pool_size = pool_size
+        self.event_gate = event_gate
+        self.gate_holdout = gate_holdout
         # partition id -> (generator, label counts); rebuilt from the state after a resume
         self.generators: dict[int, tuple[Generator, np.ndarray]] = {}
         self.event: dict[str, Any] = {}
@@ -233,7 +262,7 @@ class Mosaic(FedAvg):
 
     def train_config(self, server_round: int) -> dict[str, int | float | str | bool]:
         config = super().train_config(server_round)
-        if server_round > self.distill_round:
+        if server_round > self.distill_round and self._distilled:
             config["lr"] = float(self.node_config["lr"]) * self.finetune_lr_scale
         return config
 
@@ -256,7 +285,7 @@ class Mosaic(FedAvg):
         heterogeneous = len({self.nodes[n].architecture for n in replies}) > 1
         if server_round == self.distill_round and "distilled-round" not in state.extra:
             self._distillation_event(grid, state, replies, server_round, report)
-        elif self.generators and heterogeneous:
+        elif self.generators and heterogeneous and self._distilled:
             # data-free FedDF: the ensemble of client models on a fresh pool of generator samples
             pool = self._synthetic_pool(server_round)
             targets = self.distillation.mean_logits(self.client_models(replies), pool)
@@ -308,7 +337,10 @@ class Mosaic(FedAvg):
             "expert-mean-test-accuracy": score_logits(test_tokens.mean(1), self.test.y)["accuracy"],
         }
         fuse = self._meta_teacher(panel, protos, test_tokens, event, server_round)
-        self._distil_students(state, sorted(archs), panel, fuse, event, server_round)
+        if self.event_gate == "holdout":
+            event.update(self._judge(state, sorted(archs), panel, protos, server_round))
+        apply = event.get("gate", "accepted") == "accepted"
+        self._distil_students(state, sorted(archs), panel, fuse, event, server_round, apply)
         self.event = event
         state.extra["distilled-round"] = server_round
         state.extra["mosaic-event"] = event
@@ -337,11 +369,7 @@ class Mosaic(FedAvg):
             )
             event["teacher"] = "expert-mean"
             return lambda tokens: tokens.mean(1)
-        proto_tokens = (
-            panel.head_tokens(torch.from_numpy(protos["x"]))
-            if self.prototypes == "features"
-            else panel.tokens(images_to_tensor(protos["x"]))
-        )
+        proto_tokens = self._prototype_tokens(panel, protos["x"])
         meta, fuse, meta_metrics = train_meta(
             proto_tokens,
             torch.from_numpy(protos["y"]),
@@ -361,6 +389,82 @@ class Mosaic(FedAvg):
         )
         return fuse
 
+    def _judge(
+        self,
+        state: ServerState,
+        archs: list[str],
+        panel: ExpertPanel,
+        protos: dict[str, np.ndarray],
+        server_round: int,
+    ) -> dict[str, Any]:
+        """The holdout gate, data-free: a meta model fitted on part of the prototypes against
+        the pre-event global models on the rest. Accepted only when the teacher is strictly
+        better (a tie keeps FedAvg, whose later rounds train at the full lr)."""
+        fit, check = holdout_split(protos["y"], self.gate_holdout, self.seed)
+        verdict: dict[str, Any] = {"gate-check-prototypes": len(check)}
+        if not len(check):
+            log(
+                WARNING,
+                "Round %d: Mosaic gate: no class has two prototypes, nothing to judge the "
+                "event on; keeping the pre-event models",
+                server_round,
+            )
+            return {**verdict, "gate": "rejected", "gate-accepted": 0}
+        tokens = self._prototype_tokens(panel, protos["x"])
+        labels = torch.from_numpy(protos["y"])
+        _, judge, _ = train_meta(
+            tokens[fit],
+            labels[fit],
+            self.num_classes,
+            steps=self.meta_steps,
+            lr=self.meta_lr,
+            ema_decay=self.meta_ema,
+            seed=self.seed,
+        )
+        x, y = protos["x"][check], protos["y"][check]
+        teacher = _accuracy(judge, tokens[check], y)
+        pre = float(np.mean([self._prototype_accuracy(arch, state, x, y) for arch in archs]))
+        accepted = teacher > pre
+        log(
+            INFO,
+            "Round %d: Mosaic gate: on %d held-out prototypes the meta model scores %.4f, the "
+            "pre-event global models %.4f: %s",
+            server_round,
+            len(check),
+            teacher,
+            pre,
+            "distilling" if accepted else "keeping the pre-event models (event rejected)",
+        )
+        return {
+            **verdict,
+            "gate": "accepted" if accepted else "rejected",
+            "gate-accepted": int(accepted),
+            "gate-teacher-accuracy": teacher,
+            "gate-pre-accuracy": pre,
+        }
+
+    def _prototype_tokens(self, panel: ExpertPanel, x: np.ndarray) -> torch.Tensor:
+        """The experts' tokens on prototypes: heads on features, or whole models on images."""
+        if self.prototypes == "features":
+            return panel.head_tokens(torch.from_numpy(x))
+        return panel.tokens(images_to_tensor(x))
+
+    def _prototype_accuracy(
+        self, arch: str, state: ServerState, x: np.ndarray, y: np.ndarray
+    ) -> float:
+        """A global model's accuracy on prototypes (its head alone on feature prototypes)."""
+        model = self.load_model(arch, state.models[arch])
+        if self.prototypes != "features":
+            return evaluate_classifier(model, x, y, self.device)["accuracy"]
+        model.eval()
+        with torch.no_grad():
+            return score_logits(last_linear(model)(torch.from_numpy(x)), y)["accuracy"]
+
+    @property
+    def _distilled(self) -> bool:
+        """Whether the event has replaced the global models (the gate may have kept them)."""
+        return bool(self.event) and self.event.get("gate", "accepted") == "accepted"
+
     def _distil_students(
         self,
         state: ServerState,
@@ -369,17 +473,22 @@ class Mosaic(FedAvg):
         fuse: Callable[[torch.Tensor], torch.Tensor],
         event: dict[str, Any],
         server_round: int,
+        apply: bool = True,
     ) -> None:
-        """Distil every architecture's global model toward the teacher; accuracy before and
-        after, and the losses, go to ``event``."""
-        students = [self.load_model(arch, state.models[arch]) for arch in archs]
+        """Distil every architecture's global model toward the teacher (unless the gate kept
+        them: ``apply=False``); accuracy before and after, and the losses, go to ``event``."""
         for arch in archs:
             event[f"pre-distill-accuracy/{arch}"] = self._test_accuracy(arch, state)
-        losses = self._distill(students, panel, fuse, server_round)
-        for arch, student, loss in zip(archs, students, losses, strict=True):
-            state.models[arch] = module_arrays(student)
-            event[f"distill-loss/{arch}"] = loss
-            event[f"post-distill-accuracy/{arch}"] = self._test_accuracy(arch, state)
+        if apply:
+            students = [self.load_model(arch, state.models[arch]) for arch in archs]
+            losses = self._distill(students, panel, fuse, server_round)
+            for arch, student, loss in zip(archs, students, losses, strict=True):
+                state.models[arch] = module_arrays(student)
+                event[f"distill-loss/{arch}"] = loss
+        for arch in archs:
+            event[f"post-distill-accuracy/{arch}"] = (
+                self._test_accuracy(arch, state) if apply else event[f"pre-distill-accuracy/{arch}"]
+            )
         for key in ("pre-distill-accuracy", "post-distill-accuracy"):
             event[key] = float(np.mean([event[f"{key}/{a}"] for a in archs]))
 
@@ -554,7 +663,7 @@ class Mosaic(FedAvg):
         log(
             INFO,
             "\t│   └── Mosaic: event at round %d, %s generator (%d steps), prototypes %s, "
-            "meta %d steps, distillation %d steps (lr %g, %d images per generator)",
+            "meta %d steps, distillation %d steps (lr %g, %d images per generator), gate %s",
             self.distill_round,
             self.generator_config.kind,
             self.generator_config.steps,
@@ -563,6 +672,7 @@ class Mosaic(FedAvg):
             self.mosaic_distill_steps,
             self.mosaic_distill_lr,
             self.samples_per_generator,
+            self.event_gate,
         )
 
 
@@ -669,6 +779,8 @@ def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any
         samples_per_generator=cfg.samples_per_generator,
         finetune_lr_scale=cfg.mosaic_finetune_lr_scale,
         pool_size=cfg.mosaic_pool_size,
+        event_gate=cfg.mosaic_event_gate,
+        gate_holdout=cfg.mosaic_gate_holdout,
         distillation=EnsembleDistillation.from_config(cfg, device),
         device=device,
         **aggregation_settings(cfg, fed),

@@ -8,6 +8,7 @@ from models.experts import (
     MetaModel,
     distill_toward,
     expert_weights,
+    holdout_split,
     kmeans_prototypes,
     last_linear,
     mosaic_loss,
@@ -135,3 +136,17 @@ def test_kmeans_prototypes_respect_the_minimum_cluster_size():
     assert centres[0] == pytest.approx(-5, abs=0.1) and centres[1] == pytest.approx(5, abs=0.1)
     x, y = kmeans_prototypes(feats, labels, per_class=2, min_cluster=61, seed=0)
     assert len(y) == 0 and x.shape == (0, 2)
+
+
+def test_holdout_split_checks_a_fraction_of_every_class_and_always_keeps_one_to_fit():
+    labels = np.array([0] * 10 + [1] * 3 + [2] * 1 + [3] * 2)
+    fit, check = holdout_split(labels, 0.3, seed=0)
+    assert np.array_equal(np.sort(np.concatenate([fit, check])), np.arange(len(labels)))
+    assert np.bincount(labels[check], minlength=4).tolist() == [3, 1, 0, 1]
+    assert np.bincount(labels[fit], minlength=4).tolist() == [7, 2, 1, 1]
+    again, other = holdout_split(labels, 0.3, seed=0), holdout_split(labels, 0.3, seed=1)
+    assert np.array_equal(again[1], check)  # seeded
+    assert not np.array_equal(other[1], check)
+    assert holdout_split(np.array([5]), 0.5, seed=0)[1].size == 0
+    with pytest.raises(ValueError, match="fraction"):
+        holdout_split(labels, 1.0, seed=0)

@@ -56,7 +56,7 @@ def homogeneous(tmp_path_factory):
 def heterogeneous(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mosaic-het")
     cfg = {**SMALL, "models": "heterogeneous", "data-dir": str(tmp / "data")}
-    return run(tmp, cfg)
+    return run(tmp, cfg), cfg
 
 
 def test_homogeneous_mosaic_distils_at_its_round_and_reports_every_stage(homogeneous):
@@ -107,7 +107,7 @@ def test_resume_after_the_event_neither_retrains_nor_redistils(homogeneous):
 
 
 def test_heterogeneous_mosaic_uses_output_space_experts_and_synthetic_prototypes(heterogeneous):
-    summary = heterogeneous
+    summary, _ = heterogeneous
     assert summary["status"] == "completed"
     event = summary["mosaic"]["event"]
     assert event["experts"] == "output-space" and event["prototypes"] == "synthetic"
@@ -170,3 +170,33 @@ def test_a_poisoned_generator_is_dropped_and_without_prototypes_the_experts_teac
     event = summary["mosaic"]["event"]
     assert event["num-prototypes"] == 0 and event["teacher"] == "expert-mean"
     assert "meta-test-accuracy" not in event and "post-distill-accuracy" in event
+
+
+def test_the_holdout_gate_keeps_fedavg_when_the_meta_model_is_no_better(homogeneous, tmp_path):
+    _, _, _, cfg = homogeneous
+    # One meta step: the EMA teacher is still its random initial weights, near chance on the
+    # held-out (feature) prototypes, while the pre-event global model has learnt the digits.
+    # The fixture's data directory: its nodes' generators are cached.
+    gated = run(tmp_path, {**cfg, "mosaic-event-gate": "holdout", "meta-steps": 1})
+    event = gated["mosaic"]["event"]
+    assert event["gate"] == "rejected" and event["gate-accepted"] == 0
+    assert event["gate-check-prototypes"] > 0
+    assert event["gate-pre-accuracy"] > event["gate-teacher-accuracy"] + 0.3
+    assert event["pre-distill-accuracy"] == event["post-distill-accuracy"]
+    assert "distill-loss/cnn-small" not in event
+    # The rejected event leaves plain FedAvg: same models every round, the full lr after it.
+    fedavg = run(tmp_path, {**cfg, "method": "fedavg", "run-name": "fedavg"})
+    assert [r["accuracy"] for r in rows(gated)] == [r["accuracy"] for r in rows(fedavg)]
+    assert [r["loss"] for r in rows(gated)] == [r["loss"] for r in rows(fedavg)]
+
+
+def test_an_accepted_gate_changes_nothing_but_the_report(heterogeneous, tmp_path):
+    plain, cfg = heterogeneous
+    # The same settings and the same generator cache as the ungated fixture.
+    gated = run(tmp_path, {**cfg, "mosaic-event-gate": "holdout"})
+    event = gated["mosaic"]["event"]
+    assert event["gate"] == "accepted" and event["gate-accepted"] == 1
+    assert event["gate-teacher-accuracy"] > event["gate-pre-accuracy"]
+    # Distilled toward the same meta model (fitted on every prototype): identical rounds.
+    assert [r["accuracy"] for r in rows(gated)] == [r["accuracy"] for r in rows(plain)]
+    assert {k: v for k, v in event.items() if not k.startswith("gate")} == plain["mosaic"]["event"]
