@@ -12,6 +12,8 @@ import pytest
 from benchmarks import mosaic
 
 SAVED = json.loads((Path(mosaic.__file__).parent / "results" / "mosaic.json").read_text())
+# The plans below are --headline-only: the saved table's other cells are left out of it.
+SAVED["results"] = [r for r in SAVED["results"] if (r["alpha"], r["models"]) in mosaic.HEADLINE]
 
 
 @pytest.fixture
