@@ -89,3 +89,36 @@ def test_method_lists_keep_names_that_hold_a_comma_whole():
     assert mosaic._methods("Mosaic,Mosaic, features", "--skip") == {"Mosaic", "Mosaic, features"}
     with pytest.raises(SystemExit, match="unknown methods \\['gated'\\]"):
         mosaic._methods("gated,DENSE", "--skip")
+
+
+def test_mnist10k_gets_its_own_table_clients_and_run_names(bench, tmp_path):
+    main, ran = bench
+    before = (tmp_path / "mosaic.json").read_text()
+    others = ",".join(m for m in mosaic.METHODS if m != "FedAvg")
+    # A Fashion-MNIST table under the MNIST-10k name is refused, and the refusal names why.
+    (tmp_path / "mosaic-mnist10k.json").write_text(before)
+    with pytest.raises(
+        SystemExit, match="dataset=fmnist \\(now mnist10k\\), clients=10 \\(now 8\\)"
+    ):
+        main("--dataset", "mnist10k", "--skip", others)
+    assert ran == []
+    (tmp_path / "mosaic-mnist10k.json").unlink()
+    main("--dataset", "mnist10k", "--skip", others)
+    assert ran and {m for (_, _, m, _) in ran} == {"FedAvg"}
+    assert (tmp_path / "mosaic.json").read_text() == before
+    saved = json.loads((tmp_path / "mosaic-mnist10k.json").read_text())
+    assert saved["meta"]["settings"]["dataset"] == "mnist10k"
+    assert saved["meta"]["settings"]["clients"] == 8
+    assert "MNIST-10k" in saved["meta"]["data"] and len(saved["results"]) == len(ran) == 6
+    assert (tmp_path / "mosaic-mnist10k.md").exists()
+
+
+def test_cells_name_their_dataset():
+    args = mosaic.parser().parse_args(["--dataset", "mnist10k"])
+    assert mosaic.cell_settings(0.1, "one architecture", "FedAvg", args)["dataset"] == "mnist10k"
+    assert mosaic.run_name(0.1, "one architecture", "FedAvg", 0) == (
+        "mosaic-bench-fedavg-a0.1-cnn-small-s0"
+    )
+    assert mosaic.run_name(0.1, "one architecture", "FedAvg", 0, "mnist10k") == (
+        "mosaic-bench-mnist10k-fedavg-a0.1-cnn-small-s0"
+    )
