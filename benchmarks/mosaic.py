@@ -16,10 +16,12 @@ local-steps`` steps). Generators are cached on the nodes' disk by (data, partiti
 settings), so the cells of one alpha and seed share them; the cache keeps the time their
 training took, which every run reports.
 
-Two Mosaic variants for issue 19, item 2 (Mosaic where FedAvg is already good): "Mosaic,
-gated" (``mosaic-event-gate=holdout``: the event is kept only when a meta model fitted on 70% of
-the prototypes beats the pre-event models on the rest) and "Mosaic, last-round event" (the
-event at the end of the last round: no fine-tuning rounds at the scaled lr after it).
+Mosaic variants for issue 19, item 2 (Mosaic where FedAvg is already good): "Mosaic, gated"
+(``mosaic-event-gate=holdout``: the event is kept only when a meta model fitted on 70% of the
+prototypes beats the pre-event models on the rest), "Mosaic, last-round event" (the event at
+the end of the last round: no fine-tuning rounds at the scaled lr after it) and "Mosaic, last
+round + client gate" (that event kept only when the clients' counts on their own examples say
+the distilled models beat the pre-event ones: ``mosaic-event-gate=clients``).
 
 Runs the real ServerApp loop and ClientApp handlers through the in-process grid (no Ray).
 Writes benchmarks/results/mosaic.{json,md}; seed 0 of the whole grid first, then the extra
@@ -66,6 +68,7 @@ METHODS = (
     "Mosaic",
     "Mosaic, gated",
     "Mosaic, last-round event",
+    "Mosaic, last round + client gate",
     "Mosaic one-shot",
     "FedAvg",
     "FedProx",
@@ -85,6 +88,9 @@ GATED = "Mosaic, gated"
 # Mosaic with its event at the end of the last round: FedAvg all run, then the distillation, no
 # fine-tuning rounds at the scaled lr after it (issue 19, item 2).
 LATE = "Mosaic, last-round event"
+# The last-round event kept only when the clients, scoring both on their own examples, find the
+# distilled models better than the pre-event ones (mosaic-event-gate=clients).
+CHECKED = "Mosaic, last round + client gate"
 # The data-free distillation methods the paper claims to beat (issue 19); DENSE is one-shot and
 # gets the whole budget in its single round, as one-shot Mosaic does.
 DATA_FREE_PEERS = ("FedGen", "FedFTG", "DENSE")
@@ -104,6 +110,8 @@ def method_config(method: str, args: argparse.Namespace) -> dict[str, Any]:
         return {**mosaic, "mosaic-distill-round": args.rounds // 2}
     if method == LATE:
         return {**mosaic, "mosaic-distill-round": args.rounds}
+    if method == CHECKED:
+        return {**mosaic, "mosaic-distill-round": args.rounds, "mosaic-event-gate": "clients"}
     if method == GATED:
         return {**mosaic, "mosaic-distill-round": args.rounds // 2, "mosaic-event-gate": "holdout"}
     if method == FAITHFUL:
@@ -164,6 +172,8 @@ def _row(alpha: float, models: str, method: str, seed: int, s: dict[str, Any]) -
         ),
         "pre-distill-accuracy": event.get("pre-distill-accuracy"),
         "post-distill-accuracy": event.get("post-distill-accuracy"),
+        # The distilled models' test accuracy, kept or not (a gate may reject them).
+        "distilled-accuracy": event.get("distilled-accuracy"),
         "meta-test-accuracy": event.get("meta-test-accuracy"),
         "meta-ema-test-accuracy": event.get("meta-ema-test-accuracy"),
         "expert-mean-test-accuracy": event.get("expert-mean-test-accuracy"),
@@ -214,9 +224,11 @@ def table(results: list[dict[str, Any]]) -> list[str]:
         "| Mosaic - best baseline (pts) | same, last-3-round means (pts) "
         "| Mosaic - best of FedGen, FedFTG, DENSE (pts) | gated - best baseline (pts) "
         "| gate: events kept / judged | last-round event - best baseline (pts) "
+        "| last round + client gate - best of the six others (pts) "
+        "| client gate: events kept / judged "
         "| Mosaic before -> after distillation | meta model (EMA) "
         "| uplink MB, Mosaic / FedAvg |",
-        "|" + "---|" * 23,
+        "|" + "---|" * 26,
     ]
     for alpha in ALPHAS:
         for models in MODELS:
@@ -234,7 +246,9 @@ def table(results: list[dict[str, Any]]) -> list[str]:
             peer_gain = _gain(cell, seeds, DATA_FREE_PEERS)
             gated_gain = _gain(cell, seeds, BASELINES, GATED)
             late_gain = _gain(cell, seeds, BASELINES, LATE)
+            checked_gain = _gain(cell, seeds, BASELINES + DATA_FREE_PEERS, CHECKED)
             kept = sum(r["gate"] == "accepted" for r in by[GATED])
+            checked_kept = sum(r["gate"] == "accepted" for r in by[CHECKED])
             up = {
                 m: np.mean([r["bytes-up-total"] for r in by[m]]) / 1e6 if by[m] else float("nan")
                 for m in ("Mosaic", "FedAvg")
@@ -244,7 +258,8 @@ def table(results: list[dict[str, Any]]) -> list[str]:
                 + " | ".join(_mean(by[m], "final-accuracy") for m in METHODS)
                 + f" | {gain} | {f'{100 * np.mean(last3):+.1f}' if last3 else '-'} | {peer_gain}"
                 + f" | {gated_gain} | {f'{kept} / {len(by[GATED])}' if by[GATED] else '-'}"
-                + f" | {late_gain}"
+                + f" | {late_gain} | {checked_gain}"
+                + f" | {f'{checked_kept} / {len(by[CHECKED])}' if by[CHECKED] else '-'}"
                 + f" | {_mean(by['Mosaic'], 'pre-distill-accuracy')} -> "
                 f"{_mean(by['Mosaic'], 'post-distill-accuracy')} "
                 f"| {_mean(by['Mosaic'], 'meta-ema-test-accuracy')} "

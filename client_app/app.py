@@ -18,6 +18,7 @@ from protocol import (
     CONFIG_KEY,
     INFO_KEY,
     METRICS_KEY,
+    QUERY_EVALUATE,
     QUERY_PROTOTYPES,
     QUERY_SEED,
     SEED_SET_KEY,
@@ -196,6 +197,16 @@ def query_prototypes(msg: Message, context: Context) -> Message:
         from .mosaic import feature_prototypes
 
     return Message(feature_prototypes(msg.content, dict(context.node_config)), reply_to=msg)
+
+
+@app.query(action(QUERY_EVALUATE))
+@timed
+def query_evaluate(msg: Message, context: Context) -> Message:
+    """Mosaic's client gate: the candidate models' correct predictions on local examples."""
+    with stage("imports"):
+        from .mosaic import score_candidates
+
+    return Message(score_candidates(msg.content, dict(context.node_config)), reply_to=msg)
 
 
 @app.train(action(TRAIN_MASK))

@@ -9,6 +9,9 @@ train again. Synthetic images are never written to disk here.
 
 ``query.prototypes`` (the reference's faithful prototypes) replies per-class k-means centroids
 of the received global model's penultimate features of local examples.
+
+``query.evaluate`` (the client gate, ``mosaic-event-gate=clients``) replies how many of a seeded
+sample of local examples each received candidate model classifies correctly: counts only.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from models.training import (
 from models.zoo import build_model
 from protocol import (
     ARRAYS_KEY,
+    CANDIDATE_PREFIX,
     CONFIG_KEY,
     GENERATOR_KEY,
     METRICS_KEY,
@@ -50,6 +54,9 @@ from .node import NodeSetup, load_node
 
 # The node's examples a feature-prototype query looks at (the reference used ~640).
 PROTOTYPE_SAMPLES = 2000
+# The node's examples a candidate check scores: bounded cost on big nodes (the server weights
+# every node's accuracy by its example count, so the sample does not change the weighting).
+CHECK_SAMPLES = 2000
 
 
 def train_generator(content: RecordDict, node_config: dict[str, Any]) -> RecordDict:
@@ -114,6 +121,28 @@ def feature_prototypes(content: RecordDict, node_config: dict[str, Any]) -> Reco
             METRICS_KEY: MetricRecord(metrics),  # type: ignore[arg-type]
         }
     )
+
+
+def score_candidates(content: RecordDict, node_config: dict[str, Any]) -> RecordDict:
+    """Correct predictions of every ``candidate/<name>/<architecture>`` model on a seeded
+    sample of up to 2,000 local examples (the same sample for every candidate)."""
+    config: dict[str, Any] = dict(content[CONFIG_KEY])
+    node = load_node(config, node_config)
+    device = resolve_device(node.device)
+    rng = np.random.default_rng([int(config["data.seed"]), node.partition_id, 0xC4E])
+    n = len(node.data)
+    pick = np.sort(rng.choice(n, size=min(n, CHECK_SAMPLES), replace=False))
+    x, y = node.data.x[pick], node.data.y[pick]
+    metrics: dict[str, int] = {"num-examples": n, "evaluated": len(pick)}
+    for key in content.array_records:
+        if not key.startswith(CANDIDATE_PREFIX):
+            continue
+        name = key.removeprefix(CANDIDATE_PREFIX)
+        model = build_model(name.rsplit("/", 1)[-1], node.input_shape, node.num_classes)
+        model.load_state_dict(array_record(content, key).to_torch_state_dict())
+        correct = (predict_logits(model, x, device).argmax(1).numpy() == y).sum() if n else 0
+        metrics[f"correct/{name}"] = int(correct)
+    return RecordDict({METRICS_KEY: MetricRecord(metrics)})  # type: ignore[arg-type]
 
 
 def synthetic_prototypes(

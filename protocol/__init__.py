@@ -18,6 +18,9 @@ message type             content sent to the node            reply content
 ``train.generator``      ``config``                          ``generator``, ``prototypes``,
                                                              ``metrics`` (Mosaic)
 ``query.prototypes``     ``arrays``, ``config``              ``prototypes``, ``metrics`` (Mosaic)
+``query.evaluate``       ``config``, ``candidate/<name>/     ``metrics``: ``correct/<name>/
+                         <architecture>`` (models to score)  <architecture>``, ``evaluated``,
+                                                             ``num-examples`` (Mosaic's gate)
 ``train.mask``           ``scores`` or ``theta``,            ``mask`` (bit-packed or entropy-
                          ``config``                          coded), ``metrics`` (PRISM)
 ``train.dense_generator``  ``arrays``, ``config``            ``arrays``, ``metrics`` (PRISM's
@@ -38,6 +41,7 @@ replies with an error whose code is one of :class:`ErrorCode`.
 from .errors import ErrorCode, NodeError
 from .messages import (
     ARRAYS_KEY,
+    CANDIDATE_PREFIX,
     CLASS_LOGITS_KEY,
     CLASS_PROTOTYPES_KEY,
     CODED_MASK,
@@ -49,6 +53,7 @@ from .messages import (
     PEERS_KEY,
     POSTERIORS_KEY,
     PROTOTYPES_KEY,
+    QUERY_EVALUATE,
     QUERY_INFO,
     QUERY_PROTOTYPES,
     QUERY_SEED,
@@ -79,6 +84,7 @@ from .records import (
 
 __all__ = [
     "ARRAYS_KEY",
+    "CANDIDATE_PREFIX",
     "CLASS_LOGITS_KEY",
     "CLASS_PROTOTYPES_KEY",
     "CODED_MASK",
@@ -90,6 +96,7 @@ __all__ = [
     "PEERS_KEY",
     "POSTERIORS_KEY",
     "PROTOTYPES_KEY",
+    "QUERY_EVALUATE",
     "QUERY_INFO",
     "QUERY_PROTOTYPES",
     "QUERY_SEED",

@@ -12,6 +12,7 @@ TRAIN_PROBE = "train.probe"  # FMD
 TRAIN_FMD = "train.fmd"  # FMD
 TRAIN_GENERATOR = "train.generator"  # Mosaic
 QUERY_PROTOTYPES = "query.prototypes"  # Mosaic
+QUERY_EVALUATE = "query.evaluate"  # Mosaic's client gate: candidate models scored on local data
 TRAIN_MASK = "train.mask"  # PRISM
 TRAIN_DENSE_GENERATOR = "train.dense_generator"  # PRISM's baseline (Flower names = identifiers)
 TRAIN_FD = "train.fd"  # FD (federated distillation)
@@ -30,6 +31,9 @@ POSTERIORS_KEY = "posteriors"  # FedH2L: "p", (seed-set size, classes)
 TEACHER_HEAD_KEY = "teacher-head"  # FMD: the teacher's linear head
 GENERATOR_KEY = "generator"  # Mosaic: the client generator's arrays; FedGen: the server's
 PROTOTYPES_KEY = "prototypes"  # Mosaic: "x" and "y" of synthetic or feature prototypes
+# query.evaluate: one ArrayRecord per model to score, keyed "candidate/<name>/<architecture>";
+# the reply's metrics hold "correct/<name>/<architecture>", "evaluated" and "num-examples".
+CANDIDATE_PREFIX = "candidate/"
 MASK_KEY = "mask"  # PRISM: one array, packed uint8 "mask" or rANS-coded uint16 "coded"
 CODED_MASK = "coded"  # PRISM: the array name of an entropy-coded mask (models.mask_coding)
 SCORES_KEY = "scores"  # PRISM downlink: float32 scores

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 from torch import nn
@@ -49,10 +49,12 @@ from models.generators import Generator, GeneratorConfig, generate, to_uint8
 from models.training import evaluate_classifier, images_to_tensor, score_logits, seeded_generator
 from protocol import (
     ARRAYS_KEY,
+    CANDIDATE_PREFIX,
     CONFIG_KEY,
     GENERATOR_KEY,
     METRICS_KEY,
     PROTOTYPES_KEY,
+    QUERY_EVALUATE,
     QUERY_PROTOTYPES,
     TRAIN_GENERATOR,
     arrays_to_record,
@@ -75,7 +77,7 @@ from .state import Arrays, ServerState
 from .validation import InvalidReply, check_arrays, check_no_error, check_num_examples
 
 PROTOTYPE_KINDS = ("synthetic", "features")
-EVENT_GATES = ("off", "holdout")
+EVENT_GATES = ("off", "holdout", "clients")
 
 MOSAIC_SETTINGS = Section(
     "mosaic",
@@ -135,8 +137,10 @@ MOSAIC_SETTINGS = Section(
         Setting(
             "mosaic-event-gate",
             "off",
-            "holdout = keep the pre-event models (and FedAvg's lr) unless a meta model fitted "
-            "on part of the prototypes beats them on the rest; off = always distil (the paper)",
+            "keep the pre-event models (and FedAvg's lr) unless the distilled ones are better: "
+            "holdout = judged by a meta model fitted on part of the prototypes against them on "
+            "the rest (data-free), clients = every client scores both on its own examples "
+            "(counts only); off = always distil (the paper)",
             choices=EVENT_GATES,
         ),
         Setting(
@@ -194,7 +198,11 @@ class Mosaic(FedAvg):
         ``off``: the event always replaces the global models (the paper). ``holdout``: a meta
         model fitted on ``1 - gate_holdout`` of every class's prototypes must beat the pre-event
         global models on the rest, or the event is rejected: the models are kept and later
-        rounds are plain FedAvg (full lr, no generator distillation).
+        rounds are plain FedAvg (full lr, no generator distillation). ``clients``: every
+        client scores the pre-event and the distilled models on a sample of its own examples
+        (``query.evaluate``, correct counts only); the distilled models are kept only when
+        their mean accuracy over all clients' examples (each client weighted by its example
+        count) is strictly higher, else the event is rejected as above.
     gate_holdout : float (default: 0.3)
         Fraction of every class's prototypes the holdout gate judges on.
     distillation : EnsembleDistillation | None (default: None)
@@ -339,8 +347,26 @@ class Mosaic(FedAvg):
         fuse = self._meta_teacher(panel, protos, test_tokens, event, server_round)
         if self.event_gate == "holdout":
             event.update(self._judge(state, sorted(archs), panel, protos, server_round))
-        apply = event.get("gate", "accepted") == "accepted"
-        self._distil_students(state, sorted(archs), panel, fuse, event, server_round, apply)
+        for arch in archs:
+            event[f"pre-distill-accuracy/{arch}"] = self._test_accuracy(arch, state)
+        distilled = {}
+        if event.get("gate", "accepted") == "accepted":
+            distilled = self._distil_students(
+                state, sorted(archs), panel, fuse, event, server_round
+            )
+        if self.event_gate == "clients":
+            event.update(
+                self._client_check(grid, state, distilled, sorted(replies), server_round, report)
+            )
+        accepted = event.get("gate", "accepted") == "accepted"
+        if accepted:
+            state.models.update(distilled)
+        # Reported only: the global models' test accuracy before and after the event.
+        after = "distilled-accuracy" if accepted else "pre-distill-accuracy"
+        for arch in archs:
+            event[f"post-distill-accuracy/{arch}"] = event[f"{after}/{arch}"]
+        for key in ("pre-distill-accuracy", "post-distill-accuracy"):
+            event[key] = float(np.mean([event[f"{key}/{a}"] for a in archs]))
         self.event = event
         state.extra["distilled-round"] = server_round
         state.extra["mosaic-event"] = event
@@ -443,6 +469,73 @@ class Mosaic(FedAvg):
             "gate-pre-accuracy": pre,
         }
 
+    def _client_check(
+        self,
+        grid: Grid,
+        state: ServerState,
+        distilled: dict[str, Arrays],
+        node_ids: list[int],
+        server_round: int,
+        report: RoundReport,
+    ) -> dict[str, Any]:
+        """The client gate: every node scores the pre-event and the distilled models on its own
+        examples. Accepted only when the distilled models' mean accuracy (over architectures;
+        each node weighted by its example count) is strictly higher; without a valid reply the
+        pre-event models are kept."""
+        archs = sorted(distilled)
+        names = [f"{when}/{arch}" for arch in archs for when in ("pre", "post")]
+        records: dict[str, Any] = {
+            CONFIG_KEY: ConfigRecord({**self.node_config, "server-round": server_round})
+        }
+        for arch in archs:
+            records[f"{CANDIDATE_PREFIX}pre/{arch}"] = arrays_to_record(state.models[arch])
+            records[f"{CANDIDATE_PREFIX}post/{arch}"] = arrays_to_record(distilled[arch])
+        ex = self.phase(
+            grid,
+            {n: RecordDict(records) for n in node_ids},
+            QUERY_EVALUATE,
+            server_round,
+            lambda reply: _parse_scores(reply, names, self.known_examples(reply)),
+            report,
+            require=False,
+        )
+        weights = {n: ex.replies[n][0] for n in self.by_partition(ex.replies)}
+        total = sum(weights.values())
+        verdict: dict[str, Any] = {"gate-clients": len(ex.replies), "gate-examples": total}
+        if not total:
+            log(
+                WARNING,
+                "Round %d: Mosaic gate: no client scored the distilled models (dropped: %s); "
+                "keeping the pre-event models",
+                server_round,
+                ex.dropped,
+            )
+            return {**verdict, "gate": "rejected", "gate-accepted": 0}
+        accuracy = {
+            name: sum(w * ex.replies[n][1][name] for n, w in weights.items()) / total
+            for name in names
+        }
+        pre = float(np.mean([accuracy[f"pre/{a}"] for a in archs]))
+        post = float(np.mean([accuracy[f"post/{a}"] for a in archs]))
+        accepted = post > pre
+        log(
+            INFO,
+            "Round %d: Mosaic gate: on %d clients' examples the distilled models score %.4f, the "
+            "pre-event models %.4f: %s",
+            server_round,
+            len(ex.replies),
+            post,
+            pre,
+            "distilling" if accepted else "keeping the pre-event models (event rejected)",
+        )
+        return {
+            **verdict,
+            "gate": "accepted" if accepted else "rejected",
+            "gate-accepted": int(accepted),
+            "gate-teacher-accuracy": post,
+            "gate-pre-accuracy": pre,
+        }
+
     def _prototype_tokens(self, panel: ExpertPanel, x: np.ndarray) -> torch.Tensor:
         """The experts' tokens on prototypes: heads on features, or whole models on images."""
         if self.prototypes == "features":
@@ -473,24 +566,21 @@ class Mosaic(FedAvg):
         fuse: Callable[[torch.Tensor], torch.Tensor],
         event: dict[str, Any],
         server_round: int,
-        apply: bool = True,
-    ) -> None:
-        """Distil every architecture's global model toward the teacher (unless the gate kept
-        them: ``apply=False``); accuracy before and after, and the losses, go to ``event``."""
-        for arch in archs:
-            event[f"pre-distill-accuracy/{arch}"] = self._test_accuracy(arch, state)
-        if apply:
-            students = [self.load_model(arch, state.models[arch]) for arch in archs]
-            losses = self._distill(students, panel, fuse, server_round)
-            for arch, student, loss in zip(archs, students, losses, strict=True):
-                state.models[arch] = module_arrays(student)
-                event[f"distill-loss/{arch}"] = loss
-        for arch in archs:
-            event[f"post-distill-accuracy/{arch}"] = (
-                self._test_accuracy(arch, state) if apply else event[f"pre-distill-accuracy/{arch}"]
-            )
-        for key in ("pre-distill-accuracy", "post-distill-accuracy"):
-            event[key] = float(np.mean([event[f"{key}/{a}"] for a in archs]))
+    ) -> dict[str, Arrays]:
+        """Every architecture's global model distilled toward the teacher (the state is left
+        as it is: a gate may still reject them); the losses and the distilled models' test
+        accuracy (reported only) go to ``event``."""
+        students = [self.load_model(arch, state.models[arch]) for arch in archs]
+        losses = self._distill(students, panel, fuse, server_round)
+        distilled = {}
+        for arch, student, loss in zip(archs, students, losses, strict=True):
+            distilled[arch] = module_arrays(student)
+            event[f"distill-loss/{arch}"] = loss
+            event[f"distilled-accuracy/{arch}"] = self._test_accuracy(arch, distilled[arch])
+        event["distilled-accuracy"] = float(
+            np.mean([event[f"distilled-accuracy/{a}"] for a in archs])
+        )
+        return distilled
 
     def _experts(self, client_arrays: list[Arrays], infos: list[NodeInfo]) -> ExpertPanel:
         """One expert per class, weighted by label counts: parameter averages when the clients
@@ -637,8 +727,10 @@ class Mosaic(FedAvg):
 
     # ----------------------------------------------------------------- reporting
 
-    def _test_accuracy(self, arch: str, state: ServerState) -> float:
-        model = self.load_model(arch, state.models[arch])
+    def _test_accuracy(self, arch: str, models: ServerState | Arrays) -> float:
+        """Test accuracy (reported only) of ``arch``'s global model, or of given arrays."""
+        arrays = models.models[arch] if isinstance(models, ServerState) else models
+        model = self.load_model(arch, arrays)
         return evaluate_classifier(model, self.test.x, self.test.y, self.device)["accuracy"]
 
     def take_images(self) -> dict[str, np.ndarray]:
@@ -720,6 +812,33 @@ def _parse_generator(
     check_num_examples(content[METRICS_KEY])
     metrics = {k: float(v) for k, v in content[METRICS_KEY].items() if isinstance(v, int | float)}
     return arrays, x, y, metrics
+
+
+def _parse_scores(
+    reply: Message, names: list[str], at_most: int | None
+) -> tuple[int, dict[str, float]]:
+    """A ``query.evaluate`` reply: the node's example count (at most what it reported in
+    ``query.info``) and every candidate's accuracy on the ``evaluated`` examples, from correct
+    counts that are integers in [0, evaluated]."""
+    check_no_error(reply)
+    metrics = reply.content.get(METRICS_KEY)
+    n = check_num_examples(metrics, at_most)
+    assert isinstance(metrics, MetricRecord)  # check_num_examples made sure
+    evaluated = _count(metrics, "evaluated", n)
+    if n and not evaluated:
+        raise InvalidReply(f"evaluated=0 of num-examples={n}")
+    return n, {
+        name: _count(metrics, f"correct/{name}", evaluated) / evaluated if evaluated else 0.0
+        for name in names
+    }
+
+
+def _count(metrics: MetricRecord, key: str, at_most: int) -> int:
+    """``metrics[key]``, which must be an integer in [0, at_most]."""
+    value = metrics.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= at_most:
+        raise InvalidReply(f"{key}={value!r} is not a count in [0, {at_most}]")
+    return value
 
 
 def _parse_prototypes(

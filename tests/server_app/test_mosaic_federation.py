@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from federate import rows, run
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
 from protocol import GENERATOR_KEY, PROTOTYPES_KEY, TRAIN_GENERATOR
 from strategies.state import ServerState
@@ -198,5 +198,50 @@ def test_an_accepted_gate_changes_nothing_but_the_report(heterogeneous, tmp_path
     assert event["gate"] == "accepted" and event["gate-accepted"] == 1
     assert event["gate-teacher-accuracy"] > event["gate-pre-accuracy"]
     # Distilled toward the same meta model (fitted on every prototype): identical rounds.
+    assert [r["accuracy"] for r in rows(gated)] == [r["accuracy"] for r in rows(plain)]
+    assert {k: v for k, v in event.items() if not k.startswith("gate")} == plain["mosaic"]["event"]
+
+
+def test_the_client_gate_keeps_fedavg_when_the_distilled_model_scores_lower(homogeneous, tmp_path):
+    _, _, _, cfg = homogeneous
+    seen: list[str] = []
+    # One meta step: a near-random teacher, so the distilled model is worse on the clients'
+    # own digits than the pre-event model; the clients' counts reject it.
+    gated = run(
+        tmp_path,
+        {**cfg, "mosaic-event-gate": "clients", "meta-steps": 1},
+        hook=_counting_hook(seen),
+    )
+    event = gated["mosaic"]["event"]
+    assert seen.count("query.evaluate") == 3
+    assert event["gate"] == "rejected" and event["gate-clients"] == 3
+    assert event["gate-examples"] > 0
+    assert event["gate-pre-accuracy"] > event["gate-teacher-accuracy"]
+    assert event["distilled-accuracy"] < event["pre-distill-accuracy"]  # the test set agrees
+    assert event["pre-distill-accuracy"] == event["post-distill-accuracy"]
+    fedavg = run(tmp_path, {**cfg, "method": "fedavg", "run-name": "fedavg"})
+    assert [r["accuracy"] for r in rows(gated)] == [r["accuracy"] for r in rows(fedavg)]
+    assert [r["loss"] for r in rows(gated)] == [r["loss"] for r in rows(fedavg)]
+
+
+def test_a_client_gate_that_accepts_changes_nothing_but_the_report(heterogeneous, tmp_path):
+    plain, cfg = heterogeneous
+
+    # At this mild skew the event costs accuracy and honest clients reject it (0.34 against
+    # 0.54 here); clients that swap their pre and post counts make the gate accept it.
+    def swap(msg, reply):
+        if msg.metadata.message_type != "query.evaluate":
+            return reply
+        m = dict(reply.content["metrics"])
+        for key in [k for k in m if k.startswith("correct/pre/")]:
+            post = key.replace("/pre/", "/post/")
+            m[key], m[post] = m[post], m[key]
+        return Message(RecordDict({"metrics": MetricRecord(m)}), reply_to=msg)
+
+    gated = run(tmp_path, {**cfg, "mosaic-event-gate": "clients"}, hook=swap)
+    event = gated["mosaic"]["event"]
+    assert event["gate"] == "accepted" and event["gate-clients"] == 3
+    assert event["gate-teacher-accuracy"] > event["gate-pre-accuracy"]
+    # The distilled models are the ungated run's: identical rounds and event.
     assert [r["accuracy"] for r in rows(gated)] == [r["accuracy"] for r in rows(plain)]
     assert {k: v for k, v in event.items() if not k.startswith("gate")} == plain["mosaic"]["event"]

@@ -11,7 +11,7 @@ from strategies.base import Exchange, FederatedStrategy, NodeInfo, _parse_info
 from strategies.fd import FD
 from strategies.fedavg import FedAvg
 from strategies.fedh2l import FedH2L
-from strategies.mosaic import _parse_generator, _parse_prototypes
+from strategies.mosaic import _parse_generator, _parse_prototypes, _parse_scores
 from strategies.validation import check_train_reply
 
 TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
@@ -56,7 +56,15 @@ def records():
     )
     values = st.one_of(NUMBERS, st.lists(st.integers(0, 20), max_size=4))
     metric_keys = st.sampled_from(
-        ["num-examples", "test-accuracy", "test-loss", "local-accuracy", "partition-id"]
+        [
+            "num-examples",
+            "test-accuracy",
+            "test-loss",
+            "local-accuracy",
+            "partition-id",
+            "evaluated",
+            "correct/pre/mlp",
+        ]
     )
     metric_record = st.dictionaries(metric_keys, values, max_size=5).map(MetricRecord)
     info_keys = st.sampled_from(["partition-id", "architecture", "num-examples", "label-counts"])
@@ -140,6 +148,16 @@ def test_mosaic_generator_and_prototype_replies(reply):
     if protos is not None:
         x, y = protos
         assert x.shape[1:] == (4,) and np.isfinite(x).all() and len(x) == len(y)
+
+
+@FUZZ
+@given(replies())
+def test_mosaic_candidate_scores(reply):
+    s = _strategy(FedAvg)
+    kept = _handle(s, lambda r: _parse_scores(r, ["pre/mlp"], s.known_examples(r)), reply)
+    if kept is not None:
+        n, accuracy = kept
+        assert 0 <= n <= KNOWN.num_examples and 0 <= accuracy["pre/mlp"] <= 1
 
 
 @FUZZ

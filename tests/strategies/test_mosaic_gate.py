@@ -1,0 +1,55 @@
+"""The client gate's reply parser: counts within what the node holds, every candidate scored."""
+
+import pytest
+from flwr.app import Message, MetricRecord, RecordDict
+
+from protocol import METRICS_KEY
+from strategies.mosaic import _parse_scores
+from strategies.validation import InvalidReply
+
+NAMES = ["pre/mlp", "post/mlp"]
+
+
+def _reply(metrics):
+    msg = Message(RecordDict(), dst_node_id=7, message_type="query.evaluate", group_id="1")
+    return Message(RecordDict({METRICS_KEY: MetricRecord(metrics)}), reply_to=msg)
+
+
+def test_accuracies_are_correct_counts_over_the_examples_scored():
+    reply = _reply(
+        {"num-examples": 500, "evaluated": 200, "correct/pre/mlp": 50, "correct/post/mlp": 150}
+    )
+    assert _parse_scores(reply, NAMES, 500) == (500, {"pre/mlp": 0.25, "post/mlp": 0.75})
+
+
+def test_a_node_without_examples_weighs_nothing():
+    reply = _reply({"num-examples": 0, "evaluated": 0})
+    assert _parse_scores(reply, NAMES, 0) == (0, {"pre/mlp": 0.0, "post/mlp": 0.0})
+
+
+@pytest.mark.parametrize(
+    ("metrics", "error"),
+    [
+        (
+            {"num-examples": 900, "evaluated": 10, "correct/pre/mlp": 1, "correct/post/mlp": 1},
+            "exceeds the 500 examples",
+        ),
+        (
+            {"num-examples": 500, "evaluated": 600, "correct/pre/mlp": 1, "correct/post/mlp": 1},
+            "evaluated=600 is not a count in \\[0, 500\\]",
+        ),
+        ({"num-examples": 500, "evaluated": 0}, "evaluated=0 of num-examples=500"),
+        (
+            {"num-examples": 500, "evaluated": 10, "correct/pre/mlp": 11, "correct/post/mlp": 1},
+            "correct/pre/mlp=11 is not a count in \\[0, 10\\]",
+        ),
+        ({"num-examples": 500, "evaluated": 10, "correct/pre/mlp": 1}, "correct/post/mlp=None"),
+        (
+            {"num-examples": 500, "evaluated": 10, "correct/pre/mlp": 0.5, "correct/post/mlp": 1},
+            "correct/pre/mlp=0.5",
+        ),
+    ],
+)
+def test_a_reply_that_could_skew_the_verdict_is_named_and_refused(metrics, error):
+    with pytest.raises(InvalidReply, match=error):
+        _parse_scores(_reply(metrics), NAMES, 500)
