@@ -172,7 +172,16 @@ def test_a_poisoned_generator_is_dropped_and_without_prototypes_the_experts_teac
     assert "meta-test-accuracy" not in event and "post-distill-accuracy" in event
 
 
-def test_the_holdout_gate_keeps_fedavg_when_the_meta_model_is_no_better(homogeneous, tmp_path):
+@pytest.fixture(scope="module")
+def fedavg(homogeneous):
+    """FedAvg with the homogeneous fixture's settings: what a rejected event must reproduce."""
+    _, _, tmp, cfg = homogeneous
+    return run(tmp / "fedavg", {**cfg, "method": "fedavg", "run-name": "fedavg"})
+
+
+def test_the_holdout_gate_keeps_fedavg_when_the_meta_model_is_no_better(
+    homogeneous, fedavg, tmp_path
+):
     _, _, _, cfg = homogeneous
     # One meta step: the EMA teacher is still its random initial weights, near chance on the
     # held-out (feature) prototypes, while the pre-event global model has learnt the digits.
@@ -185,7 +194,6 @@ def test_the_holdout_gate_keeps_fedavg_when_the_meta_model_is_no_better(homogene
     assert event["pre-distill-accuracy"] == event["post-distill-accuracy"]
     assert "distill-loss/cnn-small" not in event
     # The rejected event leaves plain FedAvg: same models every round, the full lr after it.
-    fedavg = run(tmp_path, {**cfg, "method": "fedavg", "run-name": "fedavg"})
     assert [r["accuracy"] for r in rows(gated)] == [r["accuracy"] for r in rows(fedavg)]
     assert [r["loss"] for r in rows(gated)] == [r["loss"] for r in rows(fedavg)]
 
@@ -202,7 +210,9 @@ def test_an_accepted_gate_changes_nothing_but_the_report(heterogeneous, tmp_path
     assert {k: v for k, v in event.items() if not k.startswith("gate")} == plain["mosaic"]["event"]
 
 
-def test_the_client_gate_keeps_fedavg_when_the_distilled_model_scores_lower(homogeneous, tmp_path):
+def test_the_client_gate_keeps_fedavg_when_the_distilled_model_scores_lower(
+    homogeneous, fedavg, tmp_path
+):
     _, _, _, cfg = homogeneous
     seen: list[str] = []
     # One meta step: a near-random teacher, so the distilled model is worse on the clients'
@@ -219,7 +229,6 @@ def test_the_client_gate_keeps_fedavg_when_the_distilled_model_scores_lower(homo
     assert event["gate-pre-accuracy"] > event["gate-teacher-accuracy"]
     assert event["distilled-accuracy"] < event["pre-distill-accuracy"]  # the test set agrees
     assert event["pre-distill-accuracy"] == event["post-distill-accuracy"]
-    fedavg = run(tmp_path, {**cfg, "method": "fedavg", "run-name": "fedavg"})
     assert [r["accuracy"] for r in rows(gated)] == [r["accuracy"] for r in rows(fedavg)]
     assert [r["loss"] for r in rows(gated)] == [r["loss"] for r in rows(fedavg)]
 
