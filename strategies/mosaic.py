@@ -450,24 +450,8 @@ class Mosaic(FedAvg):
         x, y = protos["x"][check], protos["y"][check]
         teacher = _accuracy(judge, tokens[check], y)
         pre = float(np.mean([self._prototype_accuracy(arch, state, x, y) for arch in archs]))
-        accepted = teacher > pre
-        log(
-            INFO,
-            "Round %d: Mosaic gate: on %d held-out prototypes the meta model scores %.4f, the "
-            "pre-event global models %.4f: %s",
-            server_round,
-            len(check),
-            teacher,
-            pre,
-            "distilling" if accepted else "keeping the pre-event models (event rejected)",
-        )
-        return {
-            **verdict,
-            "gate": "accepted" if accepted else "rejected",
-            "gate-accepted": int(accepted),
-            "gate-teacher-accuracy": teacher,
-            "gate-pre-accuracy": pre,
-        }
+        where = f"{len(check)} held-out prototypes the meta model scores"
+        return {**verdict, **_verdict(server_round, where, teacher, pre)}
 
     def _client_check(
         self,
@@ -517,24 +501,8 @@ class Mosaic(FedAvg):
         }
         pre = float(np.mean([accuracy[f"pre/{a}"] for a in archs]))
         post = float(np.mean([accuracy[f"post/{a}"] for a in archs]))
-        accepted = post > pre
-        log(
-            INFO,
-            "Round %d: Mosaic gate: on %d clients' examples the distilled models score %.4f, the "
-            "pre-event models %.4f: %s",
-            server_round,
-            len(ex.replies),
-            post,
-            pre,
-            "distilling" if accepted else "keeping the pre-event models (event rejected)",
-        )
-        return {
-            **verdict,
-            "gate": "accepted" if accepted else "rejected",
-            "gate-accepted": int(accepted),
-            "gate-teacher-accuracy": post,
-            "gate-pre-accuracy": pre,
-        }
+        where = f"{len(ex.replies)} clients' examples the distilled models score"
+        return {**verdict, **_verdict(server_round, where, post, pre)}
 
     def _prototype_tokens(self, panel: ExpertPanel, x: np.ndarray) -> torch.Tensor:
         """The experts' tokens on prototypes: heads on features, or whole models on images."""
@@ -766,6 +734,27 @@ class Mosaic(FedAvg):
             self.samples_per_generator,
             self.event_gate,
         )
+
+
+def _verdict(server_round: int, where: str, candidate: float, pre: float) -> dict[str, Any]:
+    """A gate's verdict, logged: the event is kept only when ``candidate`` (the teacher or the
+    distilled models) scores strictly higher than the pre-event models (a tie keeps FedAvg)."""
+    accepted = candidate > pre
+    log(
+        INFO,
+        "Round %d: Mosaic gate: on %s %.4f, the pre-event global models %.4f: %s",
+        server_round,
+        where,
+        candidate,
+        pre,
+        "distilling" if accepted else "keeping the pre-event models (event rejected)",
+    )
+    return {
+        "gate": "accepted" if accepted else "rejected",
+        "gate-accepted": int(accepted),
+        "gate-teacher-accuracy": candidate,
+        "gate-pre-accuracy": pre,
+    }
 
 
 def _log_event(event: dict[str, Any], server_round: int) -> None:

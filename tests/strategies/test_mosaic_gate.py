@@ -4,7 +4,7 @@ import pytest
 from flwr.app import Message, MetricRecord, RecordDict
 
 from protocol import METRICS_KEY
-from strategies.mosaic import _parse_scores
+from strategies.mosaic import _parse_scores, _verdict
 from strategies.validation import InvalidReply
 
 NAMES = ["pre/mlp", "post/mlp"]
@@ -53,3 +53,14 @@ def test_a_node_without_examples_weighs_nothing():
 def test_a_reply_that_could_skew_the_verdict_is_named_and_refused(metrics, error):
     with pytest.raises(InvalidReply, match=error):
         _parse_scores(_reply(metrics), NAMES, 500)
+
+
+def test_only_a_strictly_better_candidate_is_kept():
+    assert _verdict(3, "test", 0.5, 0.5)["gate"] == "rejected"  # a tie keeps FedAvg
+    assert _verdict(3, "test", 0.4, 0.5) == {
+        "gate": "rejected",
+        "gate-accepted": 0,
+        "gate-teacher-accuracy": 0.4,
+        "gate-pre-accuracy": 0.5,
+    }
+    assert _verdict(3, "test", 0.6, 0.5)["gate-accepted"] == 1
