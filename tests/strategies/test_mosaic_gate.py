@@ -2,11 +2,13 @@
 
 import pytest
 from flwr.app import Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
 
 from protocol import METRICS_KEY
 from strategies.mosaic import _parse_scores, _verdict
 from strategies.validation import InvalidReply
 
+TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1  # to build Messages
 NAMES = ["pre/mlp", "post/mlp"]
 
 
