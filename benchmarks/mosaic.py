@@ -338,6 +338,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with ``--clients`` defaulting to the dataset's number of clients."""
+    args = parser().parse_args(argv)
+    args.clients = args.clients or DATASETS[args.dataset][1]
+    return args
+
+
 def _methods(text: str, option: str) -> set[str]:
     """Method names from a comma-separated list; names that hold a comma themselves
     ("Mosaic, gated") are recognised whole."""
@@ -368,8 +375,7 @@ def cell_settings(alpha: float, models: str, method: str, args: argparse.Namespa
 
 
 def main() -> None:
-    args = parser().parse_args()
-    args.clients = args.clients or DATASETS[args.dataset][1]
+    args = parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.rescore:
         rescore(args)

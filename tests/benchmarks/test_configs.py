@@ -26,7 +26,7 @@ def test_a_mosaic_config_is_its_benchmark_cell(path):
     assert match, f"{path.name}: not a cell name"
     models = {v: k for k, v in mosaic.MODELS.items()}[match["models"]]
     method = "Mosaic one-shot" if match["one_shot"] else "Mosaic"
-    args = mosaic.parser().parse_args([])
+    args = mosaic.parse_args([])
     cell = mosaic.cell_settings(float(match["alpha"]), models, method, args)
     want = load_config({"dataset": "fmnist", "num-partitions": args.clients, **cell}).as_dict()
     got = load_config({"experiment": str(path), "num-partitions": args.clients}).as_dict()

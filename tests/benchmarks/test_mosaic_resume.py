@@ -114,7 +114,8 @@ def test_mnist10k_gets_its_own_table_clients_and_run_names(bench, tmp_path):
 
 
 def test_cells_name_their_dataset():
-    args = mosaic.parser().parse_args(["--dataset", "mnist10k"])
+    args = mosaic.parse_args(["--dataset", "mnist10k"])
+    assert args.clients == 8
     assert mosaic.cell_settings(0.1, "one architecture", "FedAvg", args)["dataset"] == "mnist10k"
     assert mosaic.run_name(0.1, "one architecture", "FedAvg", 0) == (
         "mosaic-bench-fedavg-a0.1-cnn-small-s0"
