@@ -21,7 +21,9 @@ Mosaic variants for issue 19, item 2 (Mosaic where FedAvg is already good): "Mos
 prototypes beats the pre-event models on the rest), "Mosaic, last-round event" (the event at
 the end of the last round: no fine-tuning rounds at the scaled lr after it) and "Mosaic, last
 round + client gate" (that event kept only when the clients' counts on their own examples say
-the distilled models beat the pre-event ones: ``mosaic-event-gate=clients``).
+the distilled models beat the pre-event ones: ``mosaic-event-gate=clients``), and "Mosaic, last
+round + client gate + blends" (the clients also score weight-space blends 0.25, 0.5 and 0.75 of
+the way from the pre-event to the distilled models; the best is kept: ``mosaic-gate-blends``).
 
 Runs the real ServerApp loop and ClientApp handlers through the in-process grid (no Ray).
 Writes benchmarks/results/mosaic.{json,md}; seed 0 of the whole grid first, then the extra
@@ -69,6 +71,7 @@ METHODS = (
     "Mosaic, gated",
     "Mosaic, last-round event",
     "Mosaic, last round + client gate",
+    "Mosaic, last round + client gate + blends",
     "Mosaic one-shot",
     "FedAvg",
     "FedProx",
@@ -91,6 +94,9 @@ LATE = "Mosaic, last-round event"
 # The last-round event kept only when the clients, scoring both on their own examples, find the
 # distilled models better than the pre-event ones (mosaic-event-gate=clients).
 CHECKED = "Mosaic, last round + client gate"
+# The same, with blends of the pre-event and distilled models as further candidates.
+BLENDED = "Mosaic, last round + client gate + blends"
+BLENDS = "0.25,0.5,0.75"
 # The data-free distillation methods the paper claims to beat (issue 19); DENSE is one-shot and
 # gets the whole budget in its single round, as one-shot Mosaic does.
 DATA_FREE_PEERS = ("FedGen", "FedFTG", "DENSE")
@@ -112,8 +118,11 @@ def method_config(method: str, args: argparse.Namespace) -> dict[str, Any]:
         return {**mosaic, "mosaic-distill-round": args.rounds // 2}
     if method == LATE:
         return {**mosaic, "mosaic-distill-round": args.rounds}
-    if method == CHECKED:
-        return {**mosaic, "mosaic-distill-round": args.rounds, "mosaic-event-gate": "clients"}
+    if method in (CHECKED, BLENDED):
+        checked = {"mosaic-distill-round": args.rounds, "mosaic-event-gate": "clients"}
+        if method == BLENDED:
+            checked["mosaic-gate-blends"] = BLENDS
+        return {**mosaic, **checked}
     if method == GATED:
         return {**mosaic, "mosaic-distill-round": args.rounds // 2, "mosaic-event-gate": "holdout"}
     if method == FAITHFUL:
@@ -183,6 +192,15 @@ def _row(alpha: float, models: str, method: str, seed: int, s: dict[str, Any]) -
         "gate": event.get("gate"),
         "gate-teacher-accuracy": event.get("gate-teacher-accuracy"),
         "gate-pre-accuracy": event.get("gate-pre-accuracy"),
+        # The client gate's kept candidate: 0 the pre-event models, 1 the distilled ones.
+        "gate-blend": event.get("gate-blend"),
+        # Every client-gate candidate: the clients' accuracy and (reported only) the test set's.
+        "gate-candidates": {
+            name: [event[f"gate-score/{name}"], event[f"gate-test-accuracy/{name}"]]
+            for name in (
+                k.removeprefix("gate-score/") for k in event if k.startswith("gate-score/")
+            )
+        },
         "prototypes": event.get("prototypes"),
         "generator-parameters": s.get("mosaic", {}).get("generator", {}).get("parameters"),
         "generator-train-seconds-total": float(np.sum(trained)) if trained else None,
@@ -218,6 +236,11 @@ def _gain(
     return text
 
 
+def _weight(value: float | None) -> str:
+    """A kept blend weight; a run without an event (all its clients dropped) has none."""
+    return "-" if value is None else f"{value:g}"
+
+
 def table(results: list[dict[str, Any]]) -> list[str]:
     # The method columns come from METHODS itself: a hand-written list once missed one, and
     # every later column of the published table sat under the wrong name.
@@ -234,6 +257,8 @@ def table(results: list[dict[str, Any]]) -> list[str]:
         "last-round event - best baseline (pts)",
         "last round + client gate - best of the six others (pts)",
         "client gate: events kept / judged",
+        "last round + gated blends - best of the six others (pts)",
+        "blends: kept weight per run",
         "Mosaic before -> after distillation",
         "meta model (EMA)",
         "uplink MB, Mosaic / FedAvg",
@@ -256,6 +281,8 @@ def table(results: list[dict[str, Any]]) -> list[str]:
             gated_gain = _gain(cell, seeds, BASELINES, GATED)
             late_gain = _gain(cell, seeds, BASELINES, LATE)
             checked_gain = _gain(cell, seeds, BASELINES + DATA_FREE_PEERS, CHECKED)
+            blended_gain = _gain(cell, seeds, BASELINES + DATA_FREE_PEERS, BLENDED)
+            weights = ", ".join(_weight(r.get("gate-blend")) for r in by[BLENDED]) or "-"
             kept = sum(r["gate"] == "accepted" for r in by[GATED])
             checked_kept = sum(r["gate"] == "accepted" for r in by[CHECKED])
             up = {
@@ -269,6 +296,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
                 + f" | {gated_gain} | {f'{kept} / {len(by[GATED])}' if by[GATED] else '-'}"
                 + f" | {late_gain} | {checked_gain}"
                 + f" | {f'{checked_kept} / {len(by[CHECKED])}' if by[CHECKED] else '-'}"
+                + f" | {blended_gain} | {weights}"
                 + f" | {_mean(by['Mosaic'], 'pre-distill-accuracy')} -> "
                 f"{_mean(by['Mosaic'], 'post-distill-accuracy')} "
                 f"| {_mean(by['Mosaic'], 'meta-ema-test-accuracy')} "
@@ -330,6 +358,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run only the headline cells (alpha 0.01 and 0.1, three architectures), every seed",
     )
+    p.add_argument("--only", default="", help="run only these methods this time, comma-separated")
     p.add_argument(
         "--skip", default="", help="methods not to run this time, comma-separated (e.g. DENSE)"
     )
@@ -436,6 +465,8 @@ def main() -> None:
             )
     done = {(r["alpha"], r["models"], r["method"], r["seed"]) for r in results}
     skip = _methods(args.skip, "--skip")
+    if args.only:
+        skip |= set(METHODS) - _methods(args.only, "--only")
     for alpha, models, seed in plan:
         for method in METHODS:
             if method == FAITHFUL and (models != "one architecture" or seed != seeds[0]):

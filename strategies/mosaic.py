@@ -144,6 +144,13 @@ MOSAIC_SETTINGS = Section(
             choices=EVENT_GATES,
         ),
         Setting(
+            "mosaic-gate-blends",
+            "",
+            "client gate: more candidates between the pre-event (0) and the distilled (1) "
+            "models, as comma-separated weights in (0, 1) of a weight-space interpolation, "
+            "e.g. '0.25,0.5'; the candidate the clients score highest is kept",
+        ),
+        Setting(
             "mosaic-gate-holdout",
             0.3,
             "holdout gate: fraction of every class's prototypes held out to judge the event",
@@ -203,6 +210,11 @@ class Mosaic(FedAvg):
         (``query.evaluate``, correct counts only); the distilled models are kept only when
         their mean accuracy over all clients' examples (each client weighted by its example
         count) is strictly higher, else the event is rejected as above.
+    gate_blends : tuple[float, ...] (default: ())
+        Client gate only: interpolation weights ``w`` in (0, 1) of further candidates
+        ``(1 - w) pre + w distilled`` (the students start from the pre-event models, so the
+        line between them stays in one basin, as in WiSE-FT). The clients score every
+        candidate; the best one, when strictly better than the pre-event models, is kept.
     gate_holdout : float (default: 0.3)
         Fraction of every class's prototypes the holdout gate judges on.
     distillation : EnsembleDistillation | None (default: None)
@@ -235,12 +247,17 @@ class Mosaic(FedAvg):
         pool_size: int = 2000,
         event_gate: str = "off",
         gate_holdout: float = 0.3,
+        gate_blends: tuple[float, ...] = (),
         distillation: EnsembleDistillation | None = None,
         device: torch.device | str = "cpu",
         **kwargs,
     ) -> None:
         require_choice("prototypes", prototypes, PROTOTYPE_KINDS)
         require_choice("mosaic-event-gate", event_gate, EVENT_GATES)
+        if gate_blends and event_gate != "clients":
+            raise ValueError("gate_blends are candidates of the client gate (event_gate='clients')")
+        if any(not 0.0 < w < 1.0 for w in gate_blends):
+            raise ValueError(f"gate_blends must lie in (0, 1), got {gate_blends}")
         super().__init__(**kwargs)
         self.distillation = distillation or EnsembleDistillation(seed=self.seed, device=device)
         self.device = torch.device(device)
@@ -261,6 +278,7 @@ class Mosaic(FedAvg):
         self.pool_size = pool_size
         self.event_gate = event_gate
         self.gate_holdout = gate_holdout
+        self.gate_blends = tuple(sorted(set(gate_blends)))
         # partition id -> (generator, label counts); rebuilt from the state after a resume
         self.generators: dict[int, tuple[Generator, np.ndarray]] = {}
         self.event: dict[str, Any] = {}
@@ -354,17 +372,24 @@ class Mosaic(FedAvg):
             distilled = self._distil_students(
                 state, sorted(archs), panel, fuse, event, server_round
             )
+        kept = distilled
         if self.event_gate == "clients":
-            event.update(
-                self._client_check(grid, state, distilled, sorted(replies), server_round, report)
+            verdict, kept = self._client_check(
+                grid, state, distilled, sorted(replies), server_round, report
             )
+            event.update(verdict)
         accepted = event.get("gate", "accepted") == "accepted"
         if accepted:
-            state.models.update(distilled)
+            state.models.update(kept)
         # Reported only: the global models' test accuracy before and after the event.
-        after = "distilled-accuracy" if accepted else "pre-distill-accuracy"
         for arch in archs:
-            event[f"post-distill-accuracy/{arch}"] = event[f"{after}/{arch}"]
+            if not accepted:
+                after = event[f"pre-distill-accuracy/{arch}"]
+            elif kept is distilled:
+                after = event[f"distilled-accuracy/{arch}"]
+            else:  # a blend of the two
+                after = self._test_accuracy(arch, kept[arch])
+            event[f"post-distill-accuracy/{arch}"] = after
         for key in ("pre-distill-accuracy", "post-distill-accuracy"):
             event[key] = float(np.mean([event[f"{key}/{a}"] for a in archs]))
         self.event = event
@@ -461,19 +486,25 @@ class Mosaic(FedAvg):
         node_ids: list[int],
         server_round: int,
         report: RoundReport,
-    ) -> dict[str, Any]:
-        """The client gate: every node scores the pre-event and the distilled models on its own
-        examples. Accepted only when the distilled models' mean accuracy (over architectures;
-        each node weighted by its example count) is strictly higher; without a valid reply the
-        pre-event models are kept."""
+    ) -> tuple[dict[str, Any], dict[str, Arrays]]:
+        """The client gate: every node scores the pre-event models, the distilled ones and the
+        ``gate_blends`` between them on its own examples. The challenger with the highest mean
+        accuracy (over architectures; each node weighted by its example count) is returned
+        with the verdict, accepted only when strictly better than the pre-event models;
+        without a valid reply the pre-event models are kept."""
         archs = sorted(distilled)
-        names = [f"{when}/{arch}" for arch in archs for when in ("pre", "post")]
+        blends = {_candidate(w): w for w in (0.0, *self.gate_blends, 1.0)}
+        candidates = {
+            c: {a: blend(state.models[a], distilled[a], w) for a in archs}
+            for c, w in blends.items()
+        }
+        names = [f"{c}/{arch}" for c in candidates for arch in archs]
         records: dict[str, Any] = {
             CONFIG_KEY: ConfigRecord({**self.node_config, "server-round": server_round})
         }
-        for arch in archs:
-            records[f"{CANDIDATE_PREFIX}pre/{arch}"] = arrays_to_record(state.models[arch])
-            records[f"{CANDIDATE_PREFIX}post/{arch}"] = arrays_to_record(distilled[arch])
+        for c, models in candidates.items():
+            for arch in archs:
+                records[f"{CANDIDATE_PREFIX}{c}/{arch}"] = arrays_to_record(models[arch])
         ex = self.phase(
             grid,
             {n: RecordDict(records) for n in node_ids},
@@ -494,15 +525,32 @@ class Mosaic(FedAvg):
                 server_round,
                 ex.dropped,
             )
-            return {**verdict, "gate": "rejected", "gate-accepted": 0}
+            return {**verdict, "gate": "rejected", "gate-accepted": 0, "gate-blend": 0.0}, {}
         accuracy = {
             name: sum(w * ex.replies[n][1][name] for n, w in weights.items()) / total
             for name in names
         }
-        pre = float(np.mean([accuracy[f"pre/{a}"] for a in archs]))
-        post = float(np.mean([accuracy[f"post/{a}"] for a in archs]))
-        where = f"{len(ex.replies)} clients' examples the distilled models score"
-        return {**verdict, **_verdict(server_round, where, post, pre)}
+        score = {c: float(np.mean([accuracy[f"{c}/{a}"] for a in archs])) for c in candidates}
+        # The strongest challenger of the pre-event models, the first best in the order
+        # blends, distilled: a tie goes to the models closer to the pre-event ones.
+        best = max(list(candidates)[1:], key=score.__getitem__)
+        if len(candidates) > 2:
+            log(
+                INFO,
+                "Round %d: Mosaic gate: the clients' accuracy of each candidate: %s",
+                server_round,
+                ", ".join(f"{c} {v:.4f}" for c, v in score.items()),
+            )
+        where = f"{len(ex.replies)} clients' examples the {best} models score"
+        verdict.update(_verdict(server_round, where, score[best], score["pre"]))
+        verdict["gate-blend"] = blends[best] if verdict["gate-accepted"] else 0.0
+        for c, models in candidates.items():
+            verdict[f"gate-score/{c}"] = score[c]
+            # Reported only, as the distilled models' accuracy is: nothing is chosen by it.
+            verdict[f"gate-test-accuracy/{c}"] = float(
+                np.mean([self._test_accuracy(a, models[a]) for a in archs])
+            )
+        return verdict, candidates[best]
 
     def _prototype_tokens(self, panel: ExpertPanel, x: np.ndarray) -> torch.Tensor:
         """The experts' tokens on prototypes: heads on features, or whole models on images."""
@@ -736,6 +784,39 @@ class Mosaic(FedAvg):
         )
 
 
+def _candidate(weight: float) -> str:
+    """A client-gate candidate's name: ``pre`` (0), ``post`` (1, the distilled models) or
+    ``blend-<weight>``."""
+    return {0.0: "pre", 1.0: "post"}.get(weight, f"blend-{weight:g}")
+
+
+def blend(pre: Arrays, post: Arrays, weight: float) -> Arrays:
+    """``(1 - weight) pre + weight post`` (integer counters from the heavier side); the
+    end points are the inputs themselves."""
+    if weight == 0.0:
+        return pre
+    if weight == 1.0:
+        return post
+    return weighted_average([pre, post], [1.0 - weight, weight])
+
+
+def parse_blends(text: str) -> tuple[float, ...]:
+    """``mosaic-gate-blends``: comma-separated weights, each in (0, 1)."""
+    weights = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            w = float(part)
+        except ValueError:
+            raise ConfigError(f"mosaic-gate-blends: {part!r} is not a number") from None
+        if not 0.0 < w < 1.0:
+            raise ConfigError(
+                f"mosaic-gate-blends: {part} is not in (0, 1) (0 is the pre-event model and 1 "
+                "the distilled one, both candidates already)"
+            )
+        weights.append(w)
+    return tuple(weights)
+
+
 def _verdict(server_round: int, where: str, candidate: float, pre: float) -> dict[str, Any]:
     """A gate's verdict, logged: the event is kept only when ``candidate`` (the teacher or the
     distilled models) scores strictly higher than the pre-event models (a tie keeps FedAvg)."""
@@ -889,6 +970,7 @@ def build(cfg: Any, fed: Federation, device: torch.device, common: dict[str, Any
         pool_size=cfg.mosaic_pool_size,
         event_gate=cfg.mosaic_event_gate,
         gate_holdout=cfg.mosaic_gate_holdout,
+        gate_blends=parse_blends(cfg.mosaic_gate_blends),
         distillation=EnsembleDistillation.from_config(cfg, device),
         device=device,
         **aggregation_settings(cfg, fed),
@@ -908,6 +990,11 @@ def check_settings(values: Mapping[str, Any]) -> None:
     elif event > rounds:
         raise ConfigError(
             f"mosaic-distill-round={event} is after the last round (num-server-rounds={rounds})"
+        )
+    if parse_blends(values["mosaic-gate-blends"]) and values["mosaic-event-gate"] != "clients":
+        raise ConfigError(
+            "mosaic-gate-blends are candidates of the client gate: set mosaic-event-gate=clients "
+            f"(got {values['mosaic-event-gate']!r})"
         )
     if values["prototypes"] == "features" and len(set(parse_assignment(values["models"]))) > 1:
         raise ConfigError(

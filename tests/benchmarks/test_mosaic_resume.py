@@ -123,3 +123,16 @@ def test_cells_name_their_dataset():
     assert mosaic.run_name(0.1, "one architecture", "FedAvg", 0, "mnist10k") == (
         "mosaic-bench-mnist10k-fedavg-a0.1-cnn-small-s0"
     )
+
+
+def test_only_runs_the_methods_it_names(bench):
+    main, ran = bench
+    results = main("--only", "FedAvg", "--rerun", "FedAvg,DENSE")
+    # Rerun's DENSE rows are dropped but not run again: --only leaves DENSE out this time.
+    assert ran and {m for (_, _, m, _) in ran} == {"FedAvg"}
+    assert {(a, m, s) for (a, m, _, s) in ran} == {
+        (a, m, s) for s in (0, 1, 2) for (a, m) in mosaic.HEADLINE
+    }
+    assert not [r for r in results if r["method"] == "DENSE"]
+    with pytest.raises(SystemExit, match="--only: unknown methods \\['Fedavg'\\]"):
+        main("--only", "Fedavg")

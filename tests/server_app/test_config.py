@@ -53,6 +53,18 @@ def test_defaults_resolve():
             {"method": "mosaic", "models": "heterogeneous", "prototypes": "features"},
             r"prototypes='features' .* needs one architecture",
         ),
+        (
+            {"method": "mosaic", "mosaic-gate-blends": "0.5"},
+            r"mosaic-gate-blends are candidates of the client gate: set mosaic-event-gate=clients",
+        ),
+        (
+            {"method": "mosaic", "mosaic-event-gate": "clients", "mosaic-gate-blends": "0.5,1"},
+            r"mosaic-gate-blends: 1 is not in \(0, 1\)",
+        ),
+        (
+            {"method": "mosaic", "mosaic-event-gate": "clients", "mosaic-gate-blends": "half"},
+            r"mosaic-gate-blends: 'half' is not a number",
+        ),
         ({"generator": "stylegan"}, r"generator='stylegan' is not allowed; choose one of"),
         ({"prototype-confidence": 1.5}, r"prototype-confidence=1.5 is out of range"),
         ({"prism-aggregation": "median"}, r"prism-aggregation='median' is not allowed.*mada"),

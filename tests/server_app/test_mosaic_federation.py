@@ -9,7 +9,7 @@ import pytest
 from federate import rows, run
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
-from protocol import GENERATOR_KEY, PROTOTYPES_KEY, TRAIN_GENERATOR
+from protocol import GENERATOR_KEY, PROTOTYPES_KEY, TRAIN_GENERATOR, record_to_arrays
 from strategies.state import ServerState
 
 SMALL = {
@@ -254,3 +254,45 @@ def test_a_client_gate_that_accepts_changes_nothing_but_the_report(heterogeneous
     # The distilled models are the ungated run's: identical rounds and event.
     assert [r["accuracy"] for r in rows(gated)] == [r["accuracy"] for r in rows(plain)]
     assert {k: v for k, v in event.items() if not k.startswith("gate")} == plain["mosaic"]["event"]
+
+
+def test_the_client_gate_keeps_the_blend_its_clients_score_highest(homogeneous, tmp_path):
+    _, _, _, cfg = homogeneous
+    sent: dict[str, dict[str, np.ndarray]] = {}
+    scored: list[set[str]] = []
+
+    # Clients that find the halfway blend perfect: it is the candidate the gate keeps.
+    def favour_the_blend(msg, reply):
+        if msg.metadata.message_type != "query.evaluate":
+            return reply
+        for key, record in msg.content.array_records.items():
+            sent[key] = record_to_arrays(record)
+        m = dict(reply.content["metrics"])
+        scored.append({k for k in m if k.startswith("correct/")})
+        m["correct/blend-0.5/cnn-small"] = m["evaluated"]
+        return Message(RecordDict({"metrics": MetricRecord(m)}), reply_to=msg)
+
+    blends = {"mosaic-event-gate": "clients", "mosaic-gate-blends": "0.25,0.5"}
+    last = {"num-server-rounds": 2, "mosaic-distill-round": 2}  # the event's models are final
+    summary = run(tmp_path, {**cfg, **last, **blends}, hook=favour_the_blend)
+    names = {f"correct/{c}/cnn-small" for c in ("pre", "blend-0.25", "blend-0.5", "post")}
+    assert scored == [names] * 3  # every node scored every candidate
+    event = summary["mosaic"]["event"]
+    assert event["gate"] == "accepted" and event["gate-blend"] == 0.5
+    assert event["gate-teacher-accuracy"] == 1.0 == event["gate-score/blend-0.5"]
+    assert event["gate-test-accuracy/pre"] == event["pre-distill-accuracy"]
+    assert event["gate-test-accuracy/post"] == event["distilled-accuracy"]
+    assert event["gate-test-accuracy/blend-0.5"] == event["post-distill-accuracy"]
+    pre, mid, post = (sent[f"candidate/{c}/cnn-small"] for c in ("pre", "blend-0.5", "post"))
+    for key, value in pre.items():
+        if np.issubdtype(value.dtype, np.floating):
+            np.testing.assert_allclose(mid[key], (value + post[key]) / 2, rtol=1e-6, atol=1e-7)
+    # The global model is the blend the clients scored, bit for bit, and the event reports it.
+    state = ServerState.load(summary["paths"]["checkpoint-last"])
+    for key, value in mid.items():
+        np.testing.assert_array_equal(state.models["cnn-small"][key], value)
+    assert rows(summary)[-1]["accuracy"] == pytest.approx(event["post-distill-accuracy"])
+    assert event["post-distill-accuracy"] not in (
+        event["pre-distill-accuracy"],
+        event["distilled-accuracy"],
+    )

@@ -1,11 +1,13 @@
-"""The client gate's reply parser: counts within what the node holds, every candidate scored."""
+"""The client gate's reply parser: counts within what the node holds, every candidate scored;
+its blended candidates."""
 
+import numpy as np
 import pytest
 from flwr.app import Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from protocol import METRICS_KEY
-from strategies.mosaic import _parse_scores, _verdict
+from strategies.mosaic import Mosaic, _candidate, _parse_scores, _verdict, blend, parse_blends
 from strategies.validation import InvalidReply
 
 TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1  # to build Messages
@@ -66,3 +68,38 @@ def test_only_a_strictly_better_candidate_is_kept():
         "gate-pre-accuracy": 0.5,
     }
     assert _verdict(3, "test", 0.6, 0.5)["gate-accepted"] == 1
+
+
+def test_a_blend_interpolates_floats_and_keeps_the_end_points_themselves():
+    pre = {"w": np.array([0.0, 2.0], np.float32), "n": np.array(3, np.int64)}
+    post = {"w": np.array([4.0, -2.0], np.float32), "n": np.array(9, np.int64)}
+    mixed = blend(pre, post, 0.25)
+    np.testing.assert_array_equal(mixed["w"], np.array([1.0, 1.0], np.float32))
+    assert mixed["w"].dtype == np.float32 and int(mixed["n"]) == 3  # the heavier side's counter
+    assert int(blend(pre, post, 0.75)["n"]) == 9
+    assert blend(pre, post, 0.0) is pre and blend(pre, post, 1.0) is post
+    assert [_candidate(w) for w in (0.0, 0.25, 1.0)] == ["pre", "blend-0.25", "post"]
+
+
+def test_blend_weights_are_parsed_and_checked():
+    assert parse_blends("") == ()
+    assert parse_blends(" 0.25, 0.5 ,") == (0.25, 0.5)
+    with pytest.raises(ValueError, match="0 is not in"):
+        parse_blends("0")
+
+
+def test_blends_belong_to_the_client_gate():
+    kwargs = {
+        "num_classes": 10,
+        "input_shape": (1, 28, 28),
+        "generator_config": None,
+        "test": None,
+        "model_fn": None,
+        "node_config": {},
+    }
+    with pytest.raises(ValueError, match="event_gate='clients'"):
+        Mosaic(**kwargs, gate_blends=(0.5,))
+    with pytest.raises(ValueError, match=r"must lie in \(0, 1\)"):
+        Mosaic(**kwargs, event_gate="clients", gate_blends=(1.5,))
+    gate = Mosaic(**kwargs, event_gate="clients", gate_blends=(0.5, 0.25, 0.5))
+    assert gate.gate_blends == (0.25, 0.5)
