@@ -30,6 +30,7 @@ from federated_data.atomic import save_npz
 from models.device import resolve_device
 from models.experts import kmeans_prototypes, penultimate_features
 from models.generators import Generator, GeneratorConfig, generate, to_uint8, train_gan
+from models.interpolation import interpolate
 from models.training import (
     TrainConfig,
     images_to_tensor,
@@ -40,6 +41,7 @@ from models.training import (
 from models.zoo import build_model
 from protocol import (
     ARRAYS_KEY,
+    CANDIDATE_BLENDS,
     CANDIDATE_PREFIX,
     CONFIG_KEY,
     GENERATOR_KEY,
@@ -47,6 +49,8 @@ from protocol import (
     PROTOTYPES_KEY,
     array_record,
     arrays_to_record,
+    blend_name,
+    record_to_arrays,
 )
 
 from .local import node_model
@@ -124,8 +128,10 @@ def feature_prototypes(content: RecordDict, node_config: dict[str, Any]) -> Reco
 
 
 def score_candidates(content: RecordDict, node_config: dict[str, Any]) -> RecordDict:
-    """Correct predictions of every ``candidate/<name>/<architecture>`` model on a seeded
-    sample of up to 2,000 local examples (the same sample for every candidate)."""
+    """Correct predictions of every ``candidate/<name>/<architecture>`` model, and of the
+    blends of ``pre`` and ``post`` the config lists (``candidate-blends``, built here so that
+    they cost no bytes), on a seeded sample of up to 2,000 local examples (the same sample for
+    every candidate)."""
     config: dict[str, Any] = dict(content[CONFIG_KEY])
     node = load_node(config, node_config)
     device = resolve_device(node.device)
@@ -134,12 +140,20 @@ def score_candidates(content: RecordDict, node_config: dict[str, Any]) -> Record
     pick = np.sort(rng.choice(n, size=min(n, CHECK_SAMPLES), replace=False))
     x, y = node.data.x[pick], node.data.y[pick]
     metrics: dict[str, int] = {"num-examples": n, "evaluated": len(pick)}
-    for key in content.array_records:
-        if not key.startswith(CANDIDATE_PREFIX):
-            continue
-        name = key.removeprefix(CANDIDATE_PREFIX)
+    candidates = {
+        key.removeprefix(CANDIDATE_PREFIX): record_to_arrays(array_record(content, key))
+        for key in content.array_records
+        if key.startswith(CANDIDATE_PREFIX)
+    }
+    for weight in config.get(CANDIDATE_BLENDS, []):
+        for arch in [n.removeprefix("pre/") for n in candidates if n.startswith("pre/")]:
+            pre, post = candidates[f"pre/{arch}"], candidates.get(f"post/{arch}")
+            if post is not None:
+                blended = interpolate(pre, post, float(weight))
+                candidates[f"{blend_name(float(weight))}/{arch}"] = blended
+    for name, arrays in candidates.items():
         model = build_model(name.rsplit("/", 1)[-1], node.input_shape, node.num_classes)
-        model.load_state_dict(array_record(content, key).to_torch_state_dict())
+        model.load_state_dict({k: torch.tensor(v) for k, v in arrays.items()})
         correct = (predict_logits(model, x, device).argmax(1).numpy() == y).sum() if n else 0
         metrics[f"correct/{name}"] = int(correct)
     return RecordDict({METRICS_KEY: MetricRecord(metrics)})  # type: ignore[arg-type]

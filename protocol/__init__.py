@@ -18,9 +18,10 @@ message type             content sent to the node            reply content
 ``train.generator``      ``config``                          ``generator``, ``prototypes``,
                                                              ``metrics`` (Mosaic)
 ``query.prototypes``     ``arrays``, ``config``              ``prototypes``, ``metrics`` (Mosaic)
-``query.evaluate``       ``config``, ``candidate/<name>/     ``metrics``: ``correct/<name>/
-                         <architecture>`` (models to score)  <architecture>``, ``evaluated``,
-                                                             ``num-examples`` (Mosaic's gate)
+``query.evaluate``       ``config`` [+ ``candidate-blends``  ``metrics``: ``correct/<name>/
+                         weights], ``candidate/<name>/       <architecture>`` (blends too),
+                         <architecture>`` (models to score)  ``evaluated``, ``num-examples``
+                                                             (Mosaic's gate)
 ``train.mask``           ``scores`` or ``theta``,            ``mask`` (bit-packed or entropy-
                          ``config``                          coded), ``metrics`` (PRISM)
 ``train.dense_generator``  ``arrays``, ``config``            ``arrays``, ``metrics`` (PRISM's
@@ -41,6 +42,7 @@ replies with an error whose code is one of :class:`ErrorCode`.
 from .errors import ErrorCode, NodeError
 from .messages import (
     ARRAYS_KEY,
+    CANDIDATE_BLENDS,
     CANDIDATE_PREFIX,
     CLASS_LOGITS_KEY,
     CLASS_PROTOTYPES_KEY,
@@ -73,6 +75,7 @@ from .messages import (
     TRAIN_PROBE,
     TRAIN_PROTO,
     action,
+    blend_name,
 )
 from .records import (
     array_record,
@@ -84,6 +87,7 @@ from .records import (
 
 __all__ = [
     "ARRAYS_KEY",
+    "CANDIDATE_BLENDS",
     "CANDIDATE_PREFIX",
     "CLASS_LOGITS_KEY",
     "CLASS_PROTOTYPES_KEY",
@@ -120,6 +124,7 @@ __all__ = [
     "action",
     "array_record",
     "arrays_to_record",
+    "blend_name",
     "logit",
     "record_to_arrays",
     "serialized_size",

@@ -34,6 +34,16 @@ PROTOTYPES_KEY = "prototypes"  # Mosaic: "x" and "y" of synthetic or feature pro
 # query.evaluate: one ArrayRecord per model to score, keyed "candidate/<name>/<architecture>";
 # the reply's metrics hold "correct/<name>/<architecture>", "evaluated" and "num-examples".
 CANDIDATE_PREFIX = "candidate/"
+# query.evaluate's config may list interpolation weights (floats in (0, 1)): the node then also
+# scores (1 - w) pre + w post of every architecture sent as "pre" and "post", named blend_name(w).
+CANDIDATE_BLENDS = "candidate-blends"
+
+
+def blend_name(weight: float) -> str:
+    """A blend candidate's name, ``blend-<weight>`` (``repr``: exact, so both sides agree)."""
+    return f"blend-{weight!r}"
+
+
 MASK_KEY = "mask"  # PRISM: one array, packed uint8 "mask" or rANS-coded uint16 "coded"
 CODED_MASK = "coded"  # PRISM: the array name of an entropy-coded mask (models.mask_coding)
 SCORES_KEY = "scores"  # PRISM downlink: float32 scores

@@ -46,9 +46,11 @@ from models.experts import (
     train_meta,
 )
 from models.generators import Generator, GeneratorConfig, generate, to_uint8
+from models.interpolation import interpolate
 from models.training import evaluate_classifier, images_to_tensor, score_logits, seeded_generator
 from protocol import (
     ARRAYS_KEY,
+    CANDIDATE_BLENDS,
     CANDIDATE_PREFIX,
     CONFIG_KEY,
     GENERATOR_KEY,
@@ -58,6 +60,7 @@ from protocol import (
     QUERY_PROTOTYPES,
     TRAIN_GENERATOR,
     arrays_to_record,
+    blend_name,
     record_to_arrays,
 )
 from protocol.settings import ConfigError, Section, Setting
@@ -493,18 +496,24 @@ class Mosaic(FedAvg):
         with the verdict, accepted only when strictly better than the pre-event models;
         without a valid reply the pre-event models are kept."""
         archs = sorted(distilled)
-        blends = {_candidate(w): w for w in (0.0, *self.gate_blends, 1.0)}
+        pre = {a: state.models[a] for a in archs}
+        blends = {blend_name(w): w for w in self.gate_blends}
         candidates = {
-            c: {a: blend(state.models[a], distilled[a], w) for a in archs}
-            for c, w in blends.items()
+            "pre": pre,
+            **{
+                c: {a: interpolate(pre[a], distilled[a], w) for a in archs}
+                for c, w in blends.items()
+            },
+            "post": distilled,
         }
         names = [f"{c}/{arch}" for c in candidates for arch in archs]
-        records: dict[str, Any] = {
-            CONFIG_KEY: ConfigRecord({**self.node_config, "server-round": server_round})
-        }
-        for c, models in candidates.items():
+        config: dict[str, Any] = {**self.node_config, "server-round": server_round}
+        if blends:  # the nodes build the blends from the two models: no bytes for them
+            config[CANDIDATE_BLENDS] = list(self.gate_blends)
+        records: dict[str, Any] = {CONFIG_KEY: ConfigRecord(config)}
+        for c in ("pre", "post"):
             for arch in archs:
-                records[f"{CANDIDATE_PREFIX}{c}/{arch}"] = arrays_to_record(models[arch])
+                records[f"{CANDIDATE_PREFIX}{c}/{arch}"] = arrays_to_record(candidates[c][arch])
         ex = self.phase(
             grid,
             {n: RecordDict(records) for n in node_ids},
@@ -543,7 +552,8 @@ class Mosaic(FedAvg):
             )
         where = f"{len(ex.replies)} clients' examples the {best} models score"
         verdict.update(_verdict(server_round, where, score[best], score["pre"]))
-        verdict["gate-blend"] = blends[best] if verdict["gate-accepted"] else 0.0
+        weight = {"pre": 0.0, **blends, "post": 1.0}[best]
+        verdict["gate-blend"] = weight if verdict["gate-accepted"] else 0.0
         for c, models in candidates.items():
             verdict[f"gate-score/{c}"] = score[c]
             # Reported only, as the distilled models' accuracy is: nothing is chosen by it.
@@ -782,22 +792,6 @@ class Mosaic(FedAvg):
             self.samples_per_generator,
             self.event_gate,
         )
-
-
-def _candidate(weight: float) -> str:
-    """A client-gate candidate's name: ``pre`` (0), ``post`` (1, the distilled models) or
-    ``blend-<weight>``."""
-    return {0.0: "pre", 1.0: "post"}.get(weight, f"blend-{weight:g}")
-
-
-def blend(pre: Arrays, post: Arrays, weight: float) -> Arrays:
-    """``(1 - weight) pre + weight post`` (integer counters from the heavier side); the
-    end points are the inputs themselves."""
-    if weight == 0.0:
-        return pre
-    if weight == 1.0:
-        return post
-    return weighted_average([pre, post], [1.0 - weight, weight])
 
 
 def parse_blends(text: str) -> tuple[float, ...]:

@@ -1,13 +1,12 @@
 """The client gate's reply parser: counts within what the node holds, every candidate scored;
 its blended candidates."""
 
-import numpy as np
 import pytest
 from flwr.app import Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from protocol import METRICS_KEY
-from strategies.mosaic import Mosaic, _candidate, _parse_scores, _verdict, blend, parse_blends
+from strategies.mosaic import Mosaic, _parse_scores, _verdict, parse_blends
 from strategies.validation import InvalidReply
 
 TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1  # to build Messages
@@ -68,17 +67,6 @@ def test_only_a_strictly_better_candidate_is_kept():
         "gate-pre-accuracy": 0.5,
     }
     assert _verdict(3, "test", 0.6, 0.5)["gate-accepted"] == 1
-
-
-def test_a_blend_interpolates_floats_and_keeps_the_end_points_themselves():
-    pre = {"w": np.array([0.0, 2.0], np.float32), "n": np.array(3, np.int64)}
-    post = {"w": np.array([4.0, -2.0], np.float32), "n": np.array(9, np.int64)}
-    mixed = blend(pre, post, 0.25)
-    np.testing.assert_array_equal(mixed["w"], np.array([1.0, 1.0], np.float32))
-    assert mixed["w"].dtype == np.float32 and int(mixed["n"]) == 3  # the heavier side's counter
-    assert int(blend(pre, post, 0.75)["n"]) == 9
-    assert blend(pre, post, 0.0) is pre and blend(pre, post, 1.0) is post
-    assert [_candidate(w) for w in (0.0, 0.25, 1.0)] == ["pre", "blend-0.25", "post"]
 
 
 def test_blend_weights_are_parsed_and_checked():
