@@ -540,8 +540,21 @@ class Mosaic(FedAvg):
             for name in names
         }
         score = {c: float(np.mean([accuracy[f"{c}/{a}"] for a in archs])) for c in candidates}
-        # The strongest challenger of the pre-event models, the first best in the order
-        # blends, distilled: a tie goes to the models closer to the pre-event ones.
+        kept_weight = {"pre": 0.0, **blends, "post": 1.0}
+        return self._choose(candidates, score, kept_weight, verdict, server_round)
+
+    def _choose(
+        self,
+        candidates: dict[str, dict[str, Arrays]],
+        score: dict[str, float],
+        weights: dict[str, float],
+        verdict: dict[str, Any],
+        server_round: int,
+    ) -> tuple[dict[str, Any], dict[str, Arrays]]:
+        """The client gate's verdict from every candidate's ``score`` on the clients' examples:
+        the strongest challenger of the pre-event models (the first best in the order blends,
+        distilled: a tie goes to the models closer to the pre-event ones), accepted only when
+        strictly better; every candidate's test accuracy is added, reported only."""
         best = max(list(candidates)[1:], key=score.__getitem__)
         if len(candidates) > 2:
             log(
@@ -550,15 +563,13 @@ class Mosaic(FedAvg):
                 server_round,
                 ", ".join(f"{c} {v:.4f}" for c, v in score.items()),
             )
-        where = f"{len(ex.replies)} clients' examples the {best} models score"
+        where = f"{verdict['gate-clients']} clients' examples the {best} models score"
         verdict.update(_verdict(server_round, where, score[best], score["pre"]))
-        weight = {"pre": 0.0, **blends, "post": 1.0}[best]
-        verdict["gate-blend"] = weight if verdict["gate-accepted"] else 0.0
+        verdict["gate-blend"] = weights[best] if verdict["gate-accepted"] else 0.0
         for c, models in candidates.items():
             verdict[f"gate-score/{c}"] = score[c]
-            # Reported only, as the distilled models' accuracy is: nothing is chosen by it.
             verdict[f"gate-test-accuracy/{c}"] = float(
-                np.mean([self._test_accuracy(a, models[a]) for a in archs])
+                np.mean([self._test_accuracy(a, m) for a, m in models.items()])
             )
         return verdict, candidates[best]
 
