@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -171,14 +171,22 @@ class Stack:
     def flwr(self, connection: str, *args: str) -> dict:
         return flwr_json(self.env, connection, *args)
 
-    def wait_online(self, connection: str, count: int, timeout: float = 120) -> None:
+    def wait_for_nodes(
+        self, connection: str, done: Callable[[dict[str, str]], bool], timeout: float = 120
+    ) -> None:
+        """Until ``done`` holds for the SuperLink's ``{node id: status}``."""
         deadline = time.monotonic() + timeout
         while True:
             nodes = self.flwr(connection, "supernode", "ls").get("nodes", [])
-            if sum(n["status"] == "online" for n in nodes) >= count:
+            if done({n["node-id"]: n["status"] for n in nodes}):
                 return
-            assert time.monotonic() < deadline, f"{count} SuperNodes not online: {nodes}"
+            assert time.monotonic() < deadline, f"SuperNodes not as awaited: {nodes}"
             time.sleep(2)
+
+    def wait_online(self, connection: str, count: int, timeout: float = 120) -> None:
+        self.wait_for_nodes(
+            connection, lambda nodes: list(nodes.values()).count("online") >= count, timeout
+        )
 
     def submit(self, connection: str, run_config: str) -> subprocess.Popen:
         return subprocess.Popen(
@@ -283,6 +291,12 @@ def test_tls_federation_survives_a_restart_a_killed_node_and_a_bad_actor(stack):
     stack.compose(project, TLS_FILES, "kill", "supernode-2")
     rows = stack.finished(run, "killed")
     assert [r["num-ok"] for r in rows] == [3, 2, 2]
+    # A node's id comes from its registered key, so the node restarted below gets the killed
+    # one's id, and the SuperLink refuses to activate it while the killed node's entry is still
+    # online (until its heartbeats are overdue, up to a minute): a run submitted then samples a
+    # node that is not there ('Node Unavailable'). Wait for that entry to go offline first.
+    (killed,) = rows[1]["dropped"]
+    stack.wait_for_nodes(conn, lambda nodes: nodes.get(killed) != "online", timeout=180)
 
     # The same node back as a bad actor (NaN weights): its replies are dropped, with why.
     bad = stack.tmp / "bad-actor.yml"
