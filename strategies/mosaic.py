@@ -375,10 +375,10 @@ class Mosaic(FedAvg):
             distilled = self._distil_students(
                 state, sorted(archs), panel, fuse, event, server_round
             )
-        kept = distilled
+        kept, kept_accuracy = distilled, {a: event[f"distilled-accuracy/{a}"] for a in distilled}
         if self.event_gate == "clients":
-            verdict, kept = self._client_check(
-                grid, state, distilled, sorted(replies), server_round, report
+            verdict, kept, kept_accuracy = self._client_check(
+                grid, state, distilled, event, sorted(replies), server_round, report
             )
             event.update(verdict)
         accepted = event.get("gate", "accepted") == "accepted"
@@ -386,13 +386,9 @@ class Mosaic(FedAvg):
             state.models.update(kept)
         # Reported only: the global models' test accuracy before and after the event.
         for arch in archs:
-            if not accepted:
-                after = event[f"pre-distill-accuracy/{arch}"]
-            elif kept is distilled:
-                after = event[f"distilled-accuracy/{arch}"]
-            else:  # a blend of the two
-                after = self._test_accuracy(arch, kept[arch])
-            event[f"post-distill-accuracy/{arch}"] = after
+            event[f"post-distill-accuracy/{arch}"] = (
+                kept_accuracy[arch] if accepted else event[f"pre-distill-accuracy/{arch}"]
+            )
         for key in ("pre-distill-accuracy", "post-distill-accuracy"):
             event[key] = float(np.mean([event[f"{key}/{a}"] for a in archs]))
         self.event = event
@@ -486,15 +482,17 @@ class Mosaic(FedAvg):
         grid: Grid,
         state: ServerState,
         distilled: dict[str, Arrays],
+        event: dict[str, Any],
         node_ids: list[int],
         server_round: int,
         report: RoundReport,
-    ) -> tuple[dict[str, Any], dict[str, Arrays]]:
+    ) -> tuple[dict[str, Any], dict[str, Arrays], dict[str, float]]:
         """The client gate: every node scores the pre-event models, the distilled ones and the
         ``gate_blends`` between them on its own examples. The challenger with the highest mean
         accuracy (over architectures; each node weighted by its example count) is returned
-        with the verdict, accepted only when strictly better than the pre-event models;
-        without a valid reply the pre-event models are kept."""
+        with the verdict and its test accuracy per architecture (reported only), accepted
+        only when strictly better than the pre-event models; without a valid reply the
+        pre-event models are kept. ``event`` holds the end points' test accuracy."""
         archs = sorted(distilled)
         pre = {a: state.models[a] for a in archs}
         blends = {blend_name(w): w for w in self.gate_blends}
@@ -534,29 +532,36 @@ class Mosaic(FedAvg):
                 server_round,
                 ex.dropped,
             )
-            return {**verdict, "gate": "rejected", "gate-accepted": 0, "gate-blend": 0.0}, {}
+            return {**verdict, "gate": "rejected", "gate-accepted": 0, "gate-blend": 0.0}, {}, {}
         accuracy = {
             name: sum(w * ex.replies[n][1][name] for n, w in weights.items()) / total
             for name in names
         }
         score = {c: float(np.mean([accuracy[f"{c}/{a}"] for a in archs])) for c in candidates}
         kept_weight = {"pre": 0.0, **blends, "post": 1.0}
-        return self._choose(candidates, score, kept_weight, verdict, server_round)
+        tested = {  # the end points' test accuracy is known; only blends are evaluated
+            "pre": {a: event[f"pre-distill-accuracy/{a}"] for a in archs},
+            **{c: {a: self._test_accuracy(a, m) for a, m in candidates[c].items()} for c in blends},
+            "post": {a: event[f"distilled-accuracy/{a}"] for a in archs},
+        }
+        verdict, best = self._choose(score, tested, kept_weight, verdict, server_round)
+        return verdict, candidates[best], tested[best]
 
+    @staticmethod
     def _choose(
-        self,
-        candidates: dict[str, dict[str, Arrays]],
         score: dict[str, float],
+        tested: dict[str, dict[str, float]],
         weights: dict[str, float],
         verdict: dict[str, Any],
         server_round: int,
-    ) -> tuple[dict[str, Any], dict[str, Arrays]]:
-        """The client gate's verdict from every candidate's ``score`` on the clients' examples:
-        the strongest challenger of the pre-event models (the first best in the order blends,
-        distilled: a tie goes to the models closer to the pre-event ones), accepted only when
-        strictly better; every candidate's test accuracy is added, reported only."""
-        best = max(list(candidates)[1:], key=score.__getitem__)
-        if len(candidates) > 2:
+    ) -> tuple[dict[str, Any], str]:
+        """The client gate's verdict and chosen candidate from every candidate's ``score`` on
+        the clients' examples: the strongest challenger of the pre-event models (the first
+        best in the order blends, distilled: a tie goes to the models closer to the pre-event
+        ones), accepted only when strictly better; every candidate's mean test accuracy over
+        architectures (``tested``) is added, reported only."""
+        best = max(list(score)[1:], key=score.__getitem__)
+        if len(score) > 2:
             log(
                 INFO,
                 "Round %d: Mosaic gate: the clients' accuracy of each candidate: %s",
@@ -566,12 +571,10 @@ class Mosaic(FedAvg):
         where = f"{verdict['gate-clients']} clients' examples the {best} models score"
         verdict.update(_verdict(server_round, where, score[best], score["pre"]))
         verdict["gate-blend"] = weights[best] if verdict["gate-accepted"] else 0.0
-        for c, models in candidates.items():
+        for c, accuracy in tested.items():
             verdict[f"gate-score/{c}"] = score[c]
-            verdict[f"gate-test-accuracy/{c}"] = float(
-                np.mean([self._test_accuracy(a, m) for a, m in models.items()])
-            )
-        return verdict, candidates[best]
+            verdict[f"gate-test-accuracy/{c}"] = float(np.mean(list(accuracy.values())))
+        return verdict, best
 
     def _prototype_tokens(self, panel: ExpertPanel, x: np.ndarray) -> torch.Tensor:
         """The experts' tokens on prototypes: heads on features, or whole models on images."""
