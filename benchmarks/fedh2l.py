@@ -41,7 +41,14 @@ def main() -> None:
     p.add_argument("--seeds", default="", help="override the grid's seeds, e.g. 0,1,2")
     p.add_argument("--grid", type=Path, default=GRID, help="a grid of the same shape")
     p.add_argument("--jobs", type=int, default=1, help="cells run in parallel")
+    p.add_argument(
+        "--alone-from",
+        type=Path,
+        help="another table's JSON (same data, clients and seeds) whose 'alone' rows the "
+        "'clients below their alone-run' column compares with, for a grid without its own",
+    )
     args = p.parse_args()
+    reference = json.loads(args.alone_from.read_text())["results"] if args.alone_from else []
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     grid = load_grid(args.grid, ROOT, seeds=seeds, output_dir=OUT / "runs" / "grids")
     run_grid(grid, jobs=args.jobs)
@@ -72,6 +79,8 @@ def main() -> None:
         )
     grid_path = args.grid.resolve()
     meta = {"grid": str(grid_path.relative_to(ROOT)), "seeds": seeds or "the grid's"}
+    if args.alone_from:
+        meta["alone-from"] = str(args.alone_from)
     (OUT / f"{grid.name}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     lines = [
         "| partition | method | seed | mean acc | worst client | bytes/round (round 1) | "
@@ -84,7 +93,7 @@ def main() -> None:
             f"{r['worst-accuracy']:.3f} | {r['bytes-round-1'] / 1e6:.3f} MB | "
             f"{r['bytes-later-rounds'] / 1e6:.3f} MB |"
         )
-    lines += ["", *seed_summary(results)]
+    lines += ["", *seed_summary(results, reference)]
     (OUT / f"{grid.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -94,13 +103,16 @@ def _per_seed(values: list[float]) -> str:
     return mean if len(values) == 1 else f"{mean} ({', '.join(f'{v:.3f}' for v in values)})"
 
 
-def seed_summary(results: list[dict[str, Any]]) -> list[str]:
+def seed_summary(
+    results: list[dict[str, Any]], reference: list[dict[str, Any]] | None = None
+) -> list[str]:
     """Per partition and method, over the seeds: mean and worst client (mean, then each seed),
     how many clients end below their own alone-run of the same seed (rows whose clients match
-    the alone row's), and bytes per round amortised over the run."""
+    the alone row's, from ``results`` or else from ``reference``, another table's results), and
+    bytes per round amortised over the run."""
     alone = {
         (r["partition"], r["seed"]): r["per-client"]
-        for r in results
+        for r in [*(reference or []), *results]
         if r["row"].startswith("alone")
     }
     lines = [
