@@ -74,6 +74,11 @@ def main() -> None:
                 "bytes-amortised": float(
                     np.mean([r["bytes-down"] + r["bytes-up"] for r in run.rows])
                 ),
+                "bytes-up-later-rounds": float(np.mean([r["bytes-up"] for r in run.rows[1:]])),
+                # With posterior-delta: the seed-set rows the clients sent, all clients.
+                "rows-sent-later-rounds": [
+                    r.get("train", {}).get("posterior-rows-sent") for r in run.rows[1:]
+                ],
                 "seconds": run.summary["seconds"],
             }
         )
