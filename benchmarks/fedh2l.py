@@ -44,11 +44,13 @@ def main() -> None:
     p.add_argument(
         "--alone-from",
         type=Path,
-        help="another table's JSON (same data, clients and seeds) whose 'alone' rows the "
+        nargs="+",
+        default=[],
+        help="other tables' JSON (same data, clients and seeds) whose 'alone' rows the "
         "'clients below their alone-run' column compares with, for a grid without its own",
     )
     args = p.parse_args()
-    reference = json.loads(args.alone_from.read_text())["results"] if args.alone_from else []
+    reference = [r for path in args.alone_from for r in json.loads(path.read_text())["results"]]
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     grid = load_grid(args.grid, ROOT, seeds=seeds, output_dir=OUT / "runs" / "grids")
     run_grid(grid, jobs=args.jobs)
@@ -83,9 +85,12 @@ def main() -> None:
             }
         )
     grid_path = args.grid.resolve()
-    meta = {"grid": str(grid_path.relative_to(ROOT)), "seeds": seeds or "the grid's"}
+    meta: dict[str, Any] = {
+        "grid": str(grid_path.relative_to(ROOT)),
+        "seeds": seeds or "the grid's",
+    }
     if args.alone_from:
-        meta["alone-from"] = str(args.alone_from)
+        meta["alone-from"] = [str(path) for path in args.alone_from]
     (OUT / f"{grid.name}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     lines = [
         "| partition | method | seed | mean acc | worst client | bytes/round (round 1) | "

@@ -59,6 +59,7 @@ FEDPROTO_NODE = ClassMeanMethod(
     array_name="prototypes",
     loss=_loss,
     feature_width=lambda config: int(config["proto-width"]),
+    max_grad_norm=lambda config: float(config["proto-max-grad-norm"]),
 )
 
 

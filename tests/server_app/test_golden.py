@@ -7,14 +7,17 @@ machines with the same float kernels as the one that wrote the file. torch runs 
 here, so the sums do not depend on the core count, but torch and numpy pick their vectorised
 kernels by the CPU's instruction set at run time, and the rounding differs between them: moved
 from one x86 machine to another, FedAvg's round-2 loss changed in the 4th digit and FedDF's
-cnn-large accuracy, amplified by distillation, by 4 points. The file therefore records a
-fingerprint of the kernels (torch's CPU capability, the SIMD extensions numpy found, both
-versions); where it differs, floats are not compared and the test says so in a warning, and
+cnn-large accuracy, amplified by distillation, by 4 points. The file therefore records, with
+each case, a fingerprint of the kernels that wrote it (torch's CPU capability, the SIMD
+extensions numpy found, both versions), so that one case can be rewritten on another machine
+without disowning the others' floats; where it differs, floats are not compared and the test
+says so in a warning, and
 the byte counts of PRISM's entropy-coded uplink (a function of float probabilities) may move by
 1% (they moved by 4 of 39,365 bytes on a machine with other kernels).
 
 After an intended change of behaviour, regenerate the file with
-``BOUQUET_WRITE_GOLDEN=1 pytest tests/server_app/test_golden.py`` and say why in the commit.
+``BOUQUET_WRITE_GOLDEN=1 pytest tests/server_app/test_golden.py -k <case>`` (only the cases
+that changed) and say why in the commit.
 """
 
 from __future__ import annotations
@@ -193,16 +196,16 @@ def test_per_round_metrics_are_unchanged(name, tmp_path, data_dir, one_thread):
     golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
     here = kernel_fingerprint()
     if os.environ.get("BOUQUET_WRITE_GOLDEN"):
-        golden[name] = got
-        golden["kernels"] = here
+        golden[name] = {"kernels": here, "rounds": got}
         GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
     assert name in golden, f"no golden metrics for {name}: run with BOUQUET_WRITE_GOLDEN=1"
-    same_kernels = golden.get("kernels") == here
+    expected = golden[name]
+    same_kernels = expected["kernels"] == here
     if not same_kernels:
         warnings.warn(
             f"golden {name}: this machine's float kernels ({here}) are not those that wrote "
-            f"the file ({golden.get('kernels')}); floats not compared, everything else is",
+            f"the case ({expected['kernels']}); floats not compared, everything else is",
             stacklevel=1,
         )
     sized = FLOAT_SIZED.get(name)
-    assert _differences(golden[name], got, floats=same_kernels, float_sized=sized) == []
+    assert _differences(expected["rounds"], got, floats=same_kernels, float_sized=sized) == []
