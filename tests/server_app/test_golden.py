@@ -11,9 +11,8 @@ cnn-large accuracy, amplified by distillation, by 4 points. The file therefore r
 each case, a fingerprint of the kernels that wrote it (torch's CPU capability, the SIMD
 extensions numpy found, both versions), so that one case can be rewritten on another machine
 without disowning the others' floats; where it differs, floats are not compared and the test
-says so in a warning, and
-the byte counts of PRISM's entropy-coded uplink (a function of float probabilities) may move by
-1% (they moved by 4 of 39,365 bytes on a machine with other kernels).
+says so in a warning, and the byte counts of PRISM's entropy-coded uplink (a function of float
+probabilities) may move by 1% (they moved by 4 of 39,365 bytes on a machine with other kernels).
 
 After an intended change of behaviour, regenerate the file with
 ``BOUQUET_WRITE_GOLDEN=1 pytest tests/server_app/test_golden.py -k <case>`` (only the cases
