@@ -22,6 +22,7 @@ whose run failed before completing any round is moved aside (``.failed-N``), nev
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -165,12 +166,20 @@ def run_cell(
 ) -> dict[str, Any]:
     """Run one experiment to completion in this process, one in-process node per partition;
     returns its summary. ``reply_hook`` rewrites replies and ``node_extras`` adds to some
-    partitions' node config (a benchmark's attacker)."""
+    partitions' node config (a benchmark's attacker).
+
+    The nodes keep their run state in ``<run directory>/node-state`` (client_app/node_state.py),
+    so a resumed cell continues its clients' private models; it is removed once the run
+    completes."""
+    import shutil
+
     import torch
 
     from client_app.app import app as client_app
+    from protocol import EXPERIMENT_KEY
     from server_app.config import load_config
     from server_app.local_grid import InProcessGrid
+    from server_app.outputs import output_root
     from server_app.runner import run_experiment
 
     if threads:
@@ -178,8 +187,17 @@ def run_cell(
     cfg = load_config({**settings, "output-dir": output_dir})
     n = int(cfg.num_partitions)
     extras = node_extras or {}
-    nodes = [{"partition-id": i, "num-partitions": n, **extras.get(i, {})} for i in range(n)]
-    return run_experiment(InProcessGrid(client_app, nodes, reply_hook=reply_hook), cfg)
+    state_dir = output_root(cfg) / (cfg.run_name or cfg.default_run_name()) / "node-state"
+    nodes = [
+        {"partition-id": i, "num-partitions": n, "state-dir": str(state_dir), **extras.get(i, {})}
+        for i in range(n)
+    ]
+    summary = run_experiment(InProcessGrid(client_app, nodes, reply_hook=reply_hook), cfg)
+    if summary.get("status") == "completed":  # only this run's: another may share the folder
+        shutil.rmtree(state_dir / summary[EXPERIMENT_KEY], ignore_errors=True)
+        with contextlib.suppress(OSError):
+            state_dir.rmdir()
+    return summary
 
 
 def plan(grid: Grid) -> Iterator[tuple[Cell, dict[str, Any]]]:

@@ -36,13 +36,15 @@ from protocol import (
     array_record,
 )
 
+from .node_state import node_state
 from .threads import thread_policy
 from .timing import stage, timed
 from .worker import warm_worker
 
 # warm_worker first: a message handed to the node's worker is not run here, so this process
-# need not import torch for the thread policy (the worker applies it).
-app = ClientApp(mods=[warm_worker, thread_policy])
+# need not import torch for the thread policy (the worker applies it), and node_state runs
+# exactly once, where the handler runs (in the worker, or here when none answers).
+app = ClientApp(mods=[warm_worker, node_state, thread_policy])
 Handler = Callable[[Message, Context], Message]
 
 

@@ -34,7 +34,8 @@ message type             content sent to the node            reply content
                          ``generator``: the server's]
 =======================  ==================================  ====================================
 
-Every reply also carries ``timing`` (seconds of start-up, imports, data loading and handling on
+Every message's ``config`` carries ``experiment-id`` (the same across a resume). Every reply
+also carries ``timing`` (seconds of start-up, imports, data loading and handling on
 the node), which the server logs and never aggregates. A node that cannot serve a message
 replies with an error whose code is one of :class:`ErrorCode`.
 """
@@ -48,6 +49,7 @@ from .messages import (
     CLASS_PROTOTYPES_KEY,
     CODED_MASK,
     CONFIG_KEY,
+    EXPERIMENT_KEY,
     GENERATOR_KEY,
     INFO_KEY,
     MASK_KEY,
@@ -93,6 +95,7 @@ __all__ = [
     "CLASS_PROTOTYPES_KEY",
     "CODED_MASK",
     "CONFIG_KEY",
+    "EXPERIMENT_KEY",
     "GENERATOR_KEY",
     "INFO_KEY",
     "MASK_KEY",

@@ -25,6 +25,9 @@ CONFIG_KEY = "config"
 METRICS_KEY = "metrics"
 INFO_KEY = "info"
 TIMING_KEY = "timing"
+# In every message's config: the experiment's id, the same across a resume (a node's state is
+# filed under it: client_app/node_state.py); 16 lowercase hex digits.
+EXPERIMENT_KEY = "experiment-id"
 SEED_SET_KEY = "seed-set"  # FedH2L: x (uint8 NCHW), y (int64)
 PEERS_KEY = "peers"  # FedH2L: "mean" or one "peer-<partition>" matrix per peer
 POSTERIORS_KEY = "posteriors"  # FedH2L: "p", (seed-set size, classes)

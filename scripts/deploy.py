@@ -390,8 +390,11 @@ def _start_node(
     threads: int = 0,
 ) -> None:
     """SuperNode ``index`` (+ its warm worker, + its ClientApp executor in process
-    isolation)."""
+    isolation). Its run state goes to the state directory's ``node-state`` (unless the node
+    config names a ``state-dir``): a restarted node or a resumed run continues its clients."""
     port = port_base + index
+    if "state-dir=" not in node_config:
+        node_config += f' state-dir="{lay.state / "node-state"}"'
     if lay.warm_worker:
         node_config += _start_worker(lay, index, threads)
     cmd = supernode_command(lay, index, node_config=node_config, port=port, key=key)

@@ -44,6 +44,15 @@ class ResumeError(RuntimeError):
     """``resume=true`` cannot continue safely; the message says what to do."""
 
 
+def output_root(cfg: ExperimentConfig) -> Path:
+    """The folder run directories go to: ``output-dir``, relative to ``BOUQUET_OUTPUT_ROOT``
+    (default: the working directory) unless absolute."""
+    root = Path(cfg.output_dir)
+    if root.is_absolute():
+        return root
+    return Path(os.environ.get("BOUQUET_OUTPUT_ROOT", Path.cwd())) / root
+
+
 class RunDirectory:
     """Creates or reopens ``<output-dir>/<run-name>``; never overwrites a previous run.
 
@@ -52,9 +61,7 @@ class RunDirectory:
     """
 
     def __init__(self, cfg: ExperimentConfig) -> None:
-        root = Path(cfg.output_dir)
-        if not root.is_absolute():
-            root = Path(os.environ.get("BOUQUET_OUTPUT_ROOT", Path.cwd())) / root
+        root = output_root(cfg)
         name = cfg.run_name or cfg.default_run_name()
         suffixed = sorted(
             (p for p in root.glob(f"{name}-*") if p.name[len(name) + 1 :].isdigit()),

@@ -7,6 +7,7 @@ the run config. Tests and benchmarks call it with an in-process grid.
 from __future__ import annotations
 
 import platform
+import secrets
 import time
 import zipfile
 from dataclasses import fields
@@ -21,6 +22,7 @@ from flwr.supercore import log
 from federated_data import DataSpec, Federation
 from models.device import resolve_device
 from models.zoo import build_model
+from protocol import EXPERIMENT_KEY
 from strategies.base import FederatedStrategy, RoundReport
 from strategies.state import ServerState
 
@@ -87,10 +89,11 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     last = run_dir.checkpoints / "last.npz"
     if run_dir.resumed:
         state = _resume_state(run_dir, cfg, state)
+    _share_experiment_id(strategy, state)
     rows = run_dir.read_metrics(state.round)
     metric, sign = strategy.score_metric, 1.0 if strategy.higher_is_better else -1.0
     best = max((sign * r[metric] for r in rows), default=-np.inf)
-    summary: dict[str, Any] = {"status": "running"}
+    summary: dict[str, Any] = {"status": "running", EXPERIMENT_KEY: state.extra[EXPERIMENT_KEY]}
     try:
         for server_round in range(state.round + 1, cfg.num_server_rounds + 1):
             t0 = time.time()
@@ -126,6 +129,14 @@ def run_experiment(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
             log(WARNING, "Plots not written: %s: %s", type(err).__name__, err)
         _log_run_summary(summary)
     return summary
+
+
+def _share_experiment_id(strategy: FederatedStrategy, state: ServerState) -> None:
+    """Give the run an id kept in its checkpoint (new for a fresh run, the same after a
+    resume) and send it in every message: nodes with a ``state-dir`` file their state under
+    it, so a resumed run's nodes restore theirs (client_app/node_state.py)."""
+    experiment_id = str(state.extra.setdefault(EXPERIMENT_KEY, secrets.token_hex(8)))
+    strategy.node_config[EXPERIMENT_KEY] = experiment_id
 
 
 def _resume_state(run_dir: RunDirectory, cfg: ExperimentConfig, fresh: ServerState) -> ServerState:

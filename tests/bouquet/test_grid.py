@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from bouquet.cli import main
-from bouquet.grid import GridError, cell_status, load_grid, plan, run_grid
+from bouquet.grid import GridError, cell_status, load_grid, plan, run_cell, run_grid
 
 TINY = {"dataset": "digits", "num-partitions": 2, "num-server-rounds": 2, "local-steps": 5}
 
@@ -113,3 +113,41 @@ def test_cells_run_in_parallel_processes(tmp_path):
     results = run_grid(grid, jobs=2)
     assert [r["status"] for _, r in results] == ["completed", "completed"]
     assert all(cell_status(grid.run_dir(c)) == "completed" for c in grid.cells)
+
+
+def _final(summary):
+    return {k: (m["accuracy"], m["loss"]) for k, m in summary["final-per-model"].items()}
+
+
+def test_a_resumed_cell_continues_its_clients_private_models(tmp_path):
+    """FedH2L's clients keep private models on the nodes. A cell interrupted after round 2 and
+    resumed restores them from its node-state folder and ends exactly as the uninterrupted run
+    does; without that folder the resumed clients restart from fresh models and end elsewhere."""
+    settings = {**TINY, "method": "fedh2l", "num-partitions": 3, "num-server-rounds": 3}
+    full = run_cell({**settings, "run-name": "full"}, str(tmp_path))
+    assert full["status"] == "completed"
+    assert not (tmp_path / "full" / "node-state").exists()  # removed once the run completed
+
+    def cut_after_round_2(instruction, reply):
+        if instruction.metadata.group_id == "3":
+            raise RuntimeError("interrupted")
+        return reply
+
+    outcomes = {}
+    for name in ("kept", "lost"):
+        with pytest.raises(RuntimeError, match="interrupted"):
+            run_cell({**settings, "run-name": name}, str(tmp_path), reply_hook=cut_after_round_2)
+        nodes = sorted((tmp_path / name / "node-state").glob("*/partition-*"))
+        saved = [sorted(p.name for p in node.iterdir()) for node in nodes]
+        # Per node the two newest rounds; the first node had trained round 3 when it stopped.
+        assert saved == [["round-2.pb", "round-3.pb"]] + [["round-1.pb", "round-2.pb"]] * 2
+        if name == "lost":
+            shutil.rmtree(tmp_path / name / "node-state")
+        outcomes[name] = run_cell({**settings, "run-name": name, "resume": True}, str(tmp_path))
+    assert [r["round"] for r in _rows(tmp_path / "kept")] == [1, 2, 3]
+    assert _final(outcomes["kept"]) == _final(full)
+    assert _final(outcomes["lost"]) != _final(full)
+
+
+def _rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
