@@ -53,6 +53,9 @@ class Method:
         Cross-key validation of the resolved values (raises ``ConfigError``).
     node_extras : Callable[[Any], dict[str, Any]] | None
         Values derived from the config that its nodes need (PRISM: the DP noise multiplier).
+    node_state : bool
+        Its nodes keep state between rounds (a private model, an optimiser) in
+        ``context.state``: a resume continues them only where nodes have a ``state-dir``.
     """
 
     name: str
@@ -60,6 +63,7 @@ class Method:
     sections: tuple[Section, ...] = ()
     check: Callable[[Mapping[str, Any]], None] | None = None
     node_extras: Callable[[Any], dict[str, Any]] | None = None
+    node_state: bool = False
 
 
 _DISTILL = feddf.DISTILL_SETTINGS
@@ -73,9 +77,15 @@ METHODS: dict[str, Method] = {
         Method("fedftg", fedftg.build, (fedftg.FEDFTG_SETTINGS, _AVG)),
         Method("dense", dense.build, (dense.DENSE_SETTINGS, _AVG)),
         Method("fedgen", fedgen.build, (fedgen.FEDGEN_SETTINGS, _AVG)),
-        Method("fedh2l", fedh2l.build, (fedh2l.FEDH2L_SETTINGS,), fedh2l.check_settings),
-        Method("fd", fd.build, (fd.FD_SETTINGS,)),
-        Method("fedproto", fedproto.build, (fedproto.FEDPROTO_SETTINGS,)),
+        Method(
+            "fedh2l",
+            fedh2l.build,
+            (fedh2l.FEDH2L_SETTINGS,),
+            fedh2l.check_settings,
+            node_state=True,
+        ),
+        Method("fd", fd.build, (fd.FD_SETTINGS,), node_state=True),
+        Method("fedproto", fedproto.build, (fedproto.FEDPROTO_SETTINGS,), node_state=True),
         Method(
             "fmd", fmd.build, (fmd.FMD_SETTINGS, KD_SETTINGS, _DISTILL, _AVG), fmd.check_settings
         ),
@@ -86,7 +96,12 @@ METHODS: dict[str, Method] = {
             mosaic.check_settings,
         ),
         Method(
-            "prism", prism.build, (prism.PRISM_SETTINGS,), prism.check_settings, prism.node_extras
+            "prism",
+            prism.build,
+            (prism.PRISM_SETTINGS,),
+            prism.check_settings,
+            prism.node_extras,
+            node_state=True,
         ),
         Method(
             "fedavg-generator",
@@ -94,6 +109,7 @@ METHODS: dict[str, Method] = {
             (prism.PRISM_SETTINGS,),
             prism.check_settings,
             prism.node_extras,
+            node_state=True,
         ),
     )
 }

@@ -164,6 +164,15 @@ def _resume_state(run_dir: RunDirectory, cfg: ExperimentConfig, fresh: ServerSta
             f"num-server-rounds={cfg.num_server_rounds} asks for fewer"
         )
     log(INFO, "Resuming %s after round %d", run_dir.path, state.round)
+    if METHODS[cfg.method].node_state:
+        log(
+            WARNING,
+            "%s's nodes keep private state between rounds: nodes with a state-dir (bouquet grid, "
+            "bouquet run --in-process, deploy.py) restore theirs; others (a Flower simulation) "
+            "start afresh while the server continues from round %d",
+            cfg.method,
+            state.round,
+        )
     return state
 
 

@@ -119,7 +119,7 @@ def _final(summary):
     return {k: (m["accuracy"], m["loss"]) for k, m in summary["final-per-model"].items()}
 
 
-def test_a_resumed_cell_continues_its_clients_private_models(tmp_path):
+def test_a_resumed_cell_continues_its_clients_private_models(tmp_path, caplog):
     """FedH2L's clients keep private models on the nodes. A cell interrupted after round 2 and
     resumed restores them from its node-state folder and ends exactly as the uninterrupted run
     does; without that folder the resumed clients restart from fresh models and end elsewhere."""
@@ -145,6 +145,8 @@ def test_a_resumed_cell_continues_its_clients_private_models(tmp_path):
             shutil.rmtree(tmp_path / name / "node-state")
         outcomes[name] = run_cell({**settings, "run-name": name, "resume": True}, str(tmp_path))
     assert [r["round"] for r in _rows(tmp_path / "kept")] == [1, 2, 3]
+    # The server says what a resume means for nodes without a state-dir.
+    assert "start afresh while the server continues from round 2" in caplog.text
     assert _final(outcomes["kept"]) == _final(full)
     assert _final(outcomes["lost"]) != _final(full)
 
