@@ -19,6 +19,13 @@ first, so a restore never picks an older round while a newer one before the mess
 saving a round removes the files of later rounds (a timeline the server abandoned).
 A file that cannot be read is reported on stderr and the node starts empty (never a wrong
 state). Nothing is written without ``state-dir``.
+
+Known gap: a node that trained round r + 1 before the server's crash, and that the resumed
+run does not sample again in round r + 1 but samples later, restores its round r + 1 state.
+That state is one the node reached from the server's round r + 1 messages, never a corrupt one,
+but the run then differs from an uninterrupted one. It cannot happen in a ``bouquet grid``
+(node ids and so the sample are the same after a resume), only where restarted SuperNodes
+change the ids a deployment samples from; the fix is to file states per resume of the run.
 """
 
 from __future__ import annotations
