@@ -19,6 +19,8 @@ from protocol import (
     INFO_KEY,
     METRICS_KEY,
     QUERY_EVALUATE,
+    QUERY_FEATURE_STATS,
+    QUERY_HEAD_LOSS,
     QUERY_PROTOTYPES,
     QUERY_SEED,
     SEED_SET_KEY,
@@ -168,6 +170,26 @@ def train_probe(msg: Message, context: Context) -> Message:
         from .fmd import probe_round
 
     return Message(probe_round(msg.content, dict(context.node_config)), reply_to=msg)
+
+
+@app.query(action(QUERY_FEATURE_STATS))
+@timed
+def query_feature_stats(msg: Message, context: Context) -> Message:
+    """FMD probe=lda: class statistics of the node's cached teacher features."""
+    with stage("imports"):
+        from .fmd import feature_statistics
+
+    return Message(feature_statistics(msg.content, dict(context.node_config)), reply_to=msg)
+
+
+@app.query(action(QUERY_HEAD_LOSS))
+@timed
+def query_head_loss(msg: Message, context: Context) -> Message:
+    """FMD probe=lda: the head's summed loss on the node's examples at each calibration scale."""
+    with stage("imports"):
+        from .fmd import head_loss
+
+    return Message(head_loss(msg.content, dict(context.node_config)), reply_to=msg)
 
 
 @app.train(action(TRAIN_FMD))

@@ -16,6 +16,7 @@ import torch
 from flwr.app import MetricRecord, RecordDict
 
 from models.device import resolve_device
+from models.lda_probe import class_statistics, scaled_nll_sums
 from models.teacher_cache import teacher_features
 from models.teachers import Teacher, build_teacher, head_logits, train_head
 from models.training import teacher_trust
@@ -53,6 +54,39 @@ def probe_round(content: RecordDict, node_config: dict[str, Any]) -> RecordDict:
     }
     return RecordDict(
         {ARRAYS_KEY: arrays_to_record(head), METRICS_KEY: MetricRecord(metrics)}  # type: ignore[arg-type]
+    )
+
+
+def feature_statistics(content: RecordDict, node_config: dict[str, Any]) -> RecordDict:
+    """FMD ``probe=lda``: this node's class sums, class counts and second moment of its cached
+    teacher features (the server adds every node's into the pooled data's)."""
+    config: dict[str, Any] = dict(content[CONFIG_KEY])
+    node = load_node(config, node_config)
+    features, computed, seconds = _node_features(config, node)
+    stats = class_statistics(features, node.data.y, int(config["num-classes"]))
+    metrics = {
+        "num-examples": len(node.data),
+        "teacher-featurised": computed,
+        "teacher-seconds": seconds,
+    }
+    return RecordDict(
+        {ARRAYS_KEY: arrays_to_record(stats), METRICS_KEY: MetricRecord(metrics)}  # type: ignore[arg-type]
+    )
+
+
+def head_loss(content: RecordDict, node_config: dict[str, Any]) -> RecordDict:
+    """FMD ``probe=lda``: the summed cross-entropy of the head, scaled by each factor in the
+    config's ``probe-scales``, on this node's examples (the server picks the factor)."""
+    config: dict[str, Any] = dict(content[CONFIG_KEY])
+    node = load_node(config, node_config)
+    features, _, _ = _node_features(config, node)
+    logits = head_logits(
+        torch.from_numpy(features), record_to_arrays(array_record(content, ARRAYS_KEY))
+    )
+    sums = scaled_nll_sums(logits.numpy(), node.data.y, np.asarray(config["probe-scales"]))
+    metrics = {"num-examples": len(node.data)}
+    return RecordDict(
+        {ARRAYS_KEY: arrays_to_record({"nll-sums": sums}), METRICS_KEY: MetricRecord(metrics)}  # type: ignore[arg-type]
     )
 
 

@@ -15,6 +15,12 @@ message type             content sent to the node            reply content
                          ``config``
 ``train.fmd``            ``arrays``, ``teacher-head``,       ``arrays``, ``metrics`` (FMD)
                          ``config``
+``query.feature_stats``  ``config``                          ``arrays`` (``class-sums``,
+                                                             ``class-counts``, ``second-moment``),
+                                                             ``metrics`` (FMD ``probe=lda``)
+``query.head_loss``      ``arrays`` (teacher head),          ``arrays`` (``nll-sums``, one per
+                         ``config`` (``probe-scales``)       scale), ``metrics`` (FMD
+                                                             ``probe=lda``)
 ``train.generator``      ``config``                          ``generator``, ``prototypes``,
                                                              ``metrics`` (Mosaic)
 ``query.prototypes``     ``arrays``, ``config``              ``prototypes``, ``metrics`` (Mosaic)
@@ -58,6 +64,8 @@ from .messages import (
     POSTERIORS_KEY,
     PROTOTYPES_KEY,
     QUERY_EVALUATE,
+    QUERY_FEATURE_STATS,
+    QUERY_HEAD_LOSS,
     QUERY_INFO,
     QUERY_PROTOTYPES,
     QUERY_SEED,
@@ -104,6 +112,8 @@ __all__ = [
     "POSTERIORS_KEY",
     "PROTOTYPES_KEY",
     "QUERY_EVALUATE",
+    "QUERY_FEATURE_STATS",
+    "QUERY_HEAD_LOSS",
     "QUERY_INFO",
     "QUERY_PROTOTYPES",
     "QUERY_SEED",

@@ -10,6 +10,8 @@ QUERY_SEED = "query.seed"  # FedH2L
 TRAIN_H2L = "train.h2l"  # FedH2L
 TRAIN_PROBE = "train.probe"  # FMD
 TRAIN_FMD = "train.fmd"  # FMD
+QUERY_FEATURE_STATS = "query.feature_stats"  # FMD probe=lda: the node's class statistics
+QUERY_HEAD_LOSS = "query.head_loss"  # FMD probe=lda: the head's loss at each calibration scale
 TRAIN_GENERATOR = "train.generator"  # Mosaic
 QUERY_PROTOTYPES = "query.prototypes"  # Mosaic
 QUERY_EVALUATE = "query.evaluate"  # Mosaic's client gate: candidate models scored on local data

@@ -5,9 +5,12 @@ No code is public; this follows the project's reconstruction (docs/methods/fmd.m
 (``models/teachers.py``) is split into a featuriser, run once per sample on the node that holds
 it and cached there, and a linear head. Round 1 opens with the **probe phase** (skipped for
 teachers whose head is fixed): the head is trained by FedAvg over ``probe-rounds`` rounds of
-full-batch steps on the nodes' cached features (``probe=federated``), or at the server on the
-labelled public split (``probe=server``: the server then holds labels, which is stated in the
-logs). Every round after that is FedAvg over the students, each client minimising
+full-batch steps on the nodes' cached features (``probe=federated``), solved by linear
+discriminant analysis from the sum of the nodes' class statistics and calibrated by temperature
+scaling on their summed losses (``probe=lda``: exact under any label skew, two messages per
+node, ``models/lda_probe.py``), or at the server on the labelled public split (``probe=server``:
+the server then holds labels, which is stated in the logs). Every round after that is FedAvg
+over the students, each client minimising
 ``(1 - kd-mu) * CE + kd-mu * T^2 * KL(teacher || student)`` with the teacher's logits computed
 from its cached features and the head sent in the message. Only the students are evaluated as
 the global models: inference never needs the teacher.
@@ -27,11 +30,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, RecordDict
+from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from federated_data import Federation
+from models.lda_probe import (
+    SCALES,
+    check_statistics,
+    expected_statistics,
+    lda_head,
+    scaled_head,
+)
 from models.teacher_cache import teacher_features
 from models.teachers import (
     TEACHERS,
@@ -45,6 +55,8 @@ from models.training import score_logits
 from protocol import (
     ARRAYS_KEY,
     CONFIG_KEY,
+    QUERY_FEATURE_STATS,
+    QUERY_HEAD_LOSS,
     TEACHER_HEAD_KEY,
     TRAIN_FMD,
     TRAIN_PROBE,
@@ -57,9 +69,9 @@ from .base import RoundReport, require_choice
 from .distillation import EnsembleDistillation
 from .fedavg import FedAvg, TrainReply, aggregation_settings
 from .state import Arrays, ServerState
-from .validation import check_train_reply
+from .validation import InvalidReply, check_train_reply
 
-PROBES = ("federated", "server", "none")
+PROBES = ("federated", "lda", "server", "none")
 SERVER_DISTILL = ("none", "teacher", "ensemble")
 
 FMD_SETTINGS = Section(
@@ -81,12 +93,21 @@ FMD_SETTINGS = Section(
         Setting(
             "probe",
             "federated",
-            "linear probe: FedAvg on the head, the server's labelled public split, or none",
+            "linear probe: FedAvg on the head, LDA from the nodes' class statistics, the "
+            "server's labelled public split, or none",
             choices=PROBES,
         ),
         Setting("probe-rounds", 30, "rounds of the federated probe (before round 1)", low=0),
         Setting("probe-local-steps", 5, "local steps per probe round", low=1),
         Setting("probe-lr", 2.0, "probe learning rate", low=0.0, low_open=True),
+        Setting(
+            "probe-shrinkage",
+            0.05,
+            "probe=lda: weight of the identity in the shared covariance",
+            low=0.0,
+            low_open=True,
+            high=1.0,
+        ),
         Setting(
             "fmd-server-distill",
             "none",
@@ -109,12 +130,14 @@ class FMD(FedAvg):
         Teacher features of the test split, to report the teacher's own accuracy.
     test_labels : np.ndarray
     probe : str (default: "federated")
-        ``federated``, ``server`` or ``none`` (keep the teacher's own head).
+        ``federated``, ``lda``, ``server`` or ``none`` (keep the teacher's own head).
     probe_rounds : int (default: 30)
         FedAvg rounds of the probe (``federated``); x ``probe_local_steps`` steps at the server.
     probe_local_steps : int (default: 5)
         Full-batch SGD steps per node per probe round.
     probe_lr : float (default: 2.0)
+    probe_shrinkage : float (default: 0.05)
+        ``lda``: the shared covariance is (1 - s) * pooled + s * mean variance * identity.
     public_features, public_labels : np.ndarray | None
         Teacher features of the public split (``probe=server``, ``server_distill=teacher``)
         and its labels (``probe=server`` only).
@@ -142,6 +165,7 @@ class FMD(FedAvg):
         probe_rounds: int = 30,
         probe_local_steps: int = 5,
         probe_lr: float = 2.0,
+        probe_shrinkage: float = 0.05,
         public_features: np.ndarray | None = None,
         public_labels: np.ndarray | None = None,
         server_distill: str = "none",
@@ -169,6 +193,7 @@ class FMD(FedAvg):
         self.probe_rounds = probe_rounds
         self.probe_local_steps = probe_local_steps
         self.probe_lr = probe_lr
+        self.probe_shrinkage = probe_shrinkage
         self.public_features = public_features
         self.public_labels = public_labels
         self.teacher_metrics: dict[str, float] = {}
@@ -231,37 +256,14 @@ class FMD(FedAvg):
     def _probe_phase(
         self, grid: Grid, state: ServerState, server_round: int, report: RoundReport
     ) -> None:
-        head = self.teacher.initial_head()
-        history: list[dict[str, float]] = []
         if self.probe == "server":
-            assert self.public_features is not None and self.public_labels is not None
-            head, loss = train_head(
-                head,
-                self.public_features,
-                self.public_labels,
-                steps=self.probe_rounds * self.probe_local_steps,
-                lr=self.probe_lr,
-            )
-            history.append({"probe-loss": loss, **self._teacher_test_metrics(head)})
-            log(
-                INFO,
-                "Probe at the server on %d labelled public images: teacher accuracy %s",
-                len(self.public_labels),
-                _fmt(history[-1].get("accuracy")),
-            )
+            head, history = self._server_probe()
         elif self.probe == "federated":
-            participants = self.select_participants(grid, server_round, report)
-            for probe_round in range(1, self.probe_rounds + 1):
-                head, metrics = self._probe_round(grid, head, participants, server_round, report)
-                history.append({**metrics, **self._teacher_test_metrics(head)})
-                log(
-                    INFO,
-                    "[probe %d/%d] loss %.4f | teacher test accuracy %s",
-                    probe_round,
-                    self.probe_rounds,
-                    metrics.get("probe-loss", float("nan")),
-                    _fmt(history[-1].get("accuracy")),
-                )
+            head, history = self._federated_probe(grid, server_round, report)
+        elif self.probe == "lda":
+            head, history = self._lda_probe(grid, server_round, report)
+        else:
+            head, history = self.teacher.initial_head(), []
         state.data[HEAD_DATA[0]] = head["weight"]
         state.data[HEAD_DATA[1]] = head["bias"]
         state.extra["probe-history"] = history
@@ -270,6 +272,114 @@ class FMD(FedAvg):
             report.metrics["probe-loss"] = history[-1]["probe-loss"]
         for key in self.summed_metrics:  # the first probe round is where nodes featurise
             report.metrics[f"probe-{key}"] = float(sum(h.get(key, 0.0) for h in history))
+
+    def _server_probe(self) -> tuple[Arrays, list[dict[str, float]]]:
+        assert self.public_features is not None and self.public_labels is not None
+        head, loss = train_head(
+            self.teacher.initial_head(),
+            self.public_features,
+            self.public_labels,
+            steps=self.probe_rounds * self.probe_local_steps,
+            lr=self.probe_lr,
+        )
+        history = [{"probe-loss": loss, **self._teacher_test_metrics(head)}]
+        log(
+            INFO,
+            "Probe at the server on %d labelled public images: teacher accuracy %s",
+            len(self.public_labels),
+            _fmt(history[-1].get("accuracy")),
+        )
+        return head, history
+
+    def _federated_probe(
+        self, grid: Grid, server_round: int, report: RoundReport
+    ) -> tuple[Arrays, list[dict[str, float]]]:
+        head = self.teacher.initial_head()
+        history: list[dict[str, float]] = []
+        participants = self.select_participants(grid, server_round, report)
+        for probe_round in range(1, self.probe_rounds + 1):
+            head, metrics = self._probe_round(grid, head, participants, server_round, report)
+            history.append({**metrics, **self._teacher_test_metrics(head)})
+            log(
+                INFO,
+                "[probe %d/%d] loss %.4f | teacher test accuracy %s",
+                probe_round,
+                self.probe_rounds,
+                metrics.get("probe-loss", float("nan")),
+                _fmt(history[-1].get("accuracy")),
+            )
+        return head, history
+
+    def _lda_probe(
+        self, grid: Grid, server_round: int, report: RoundReport
+    ) -> tuple[Arrays, list[dict[str, float]]]:
+        """LDA from the nodes' summed class statistics, then the scale of least summed loss."""
+        participants = self.select_participants(grid, server_round, report)
+        config = ConfigRecord({**self.node_config, "server-round": server_round})
+        expected = expected_statistics(self.teacher.num_classes, self.teacher.feature_dim)
+        ex = self.phase(
+            grid,
+            {n: RecordDict({CONFIG_KEY: config}) for n in participants},
+            QUERY_FEATURE_STATS,
+            server_round,
+            lambda reply: _statistics_reply(reply, expected, self.known_examples(reply)),
+            report,
+        )
+        ordered = [ex.replies[n] for n in self.by_partition(ex.replies)]
+        totals = {k: sum(r[0][k].astype(np.float64) for r in ordered) for k in expected}
+        raw = lda_head(
+            totals["class-sums"],
+            totals["class-counts"],
+            totals["second-moment"],
+            self.probe_shrinkage,
+        )
+        scale, loss = self._calibrate(grid, raw, list(ex.replies), server_round, report)
+        head = scaled_head(raw, scale)
+        metrics = {
+            "probe-loss": loss,
+            "probe-scale": scale,
+            **self._mean_metrics(ex.replies),
+            **self._teacher_test_metrics(head),
+        }
+        log(
+            INFO,
+            "[probe lda] %d nodes, %d examples, scale %.4g, loss %.4f | teacher test accuracy %s",
+            len(ordered),
+            int(totals["class-counts"].sum()),
+            scale,
+            loss,
+            _fmt(metrics.get("accuracy")),
+        )
+        return head, [metrics]
+
+    def _calibrate(
+        self,
+        grid: Grid,
+        head: Arrays,
+        nodes: list[int],
+        server_round: int,
+        report: RoundReport,
+    ) -> tuple[float, float]:
+        """The factor on the head's logits with the least cross-entropy summed over the nodes'
+        examples, and that loss per example."""
+        config = ConfigRecord(
+            {**self.node_config, "server-round": server_round, "probe-scales": list(SCALES)}
+        )
+        payload = RecordDict({ARRAYS_KEY: arrays_to_record(head), CONFIG_KEY: config})
+        expected = {"nll-sums": np.zeros(len(SCALES), np.float64)}
+        ex = self.phase(
+            grid,
+            {n: payload for n in nodes},
+            QUERY_HEAD_LOSS,
+            server_round,
+            lambda reply: _loss_reply(reply, expected, self.known_examples(reply)),
+            report,
+        )
+        ordered = [ex.replies[n] for n in self.by_partition(ex.replies)]
+        sums = sum(r[0]["nll-sums"] for r in ordered)
+        count = sum(r[1] for r in ordered)
+        best = int(np.argmin(sums))
+        return SCALES[best], float(sums[best]) / max(count, 1)
 
     def _probe_round(
         self,
@@ -331,14 +441,38 @@ class FMD(FedAvg):
             log(INFO, "\t│   ├── distillation: %s", self.distillation.describe(len(self.public_x)))
         log(
             INFO,
-            "\t│   └── teacher %s, probe %s (%d rounds x %d steps, lr %g), server distill %s",
+            "\t│   └── teacher %s, probe %s (%s), server distill %s",
             self.teacher.name,
             self.probe,
-            self.probe_rounds,
-            self.probe_local_steps,
-            self.probe_lr,
+            self._probe_description(),
             self.server_distill,
         )
+
+    def _probe_description(self) -> str:
+        if self.probe == "lda":
+            return f"shrinkage {self.probe_shrinkage:g}, temperature-scaled"
+        if self.probe == "none":
+            return "the teacher's own head"
+        return f"{self.probe_rounds} rounds x {self.probe_local_steps} steps, lr {self.probe_lr:g}"
+
+
+def _statistics_reply(
+    reply: Message, expected: Arrays, at_most: int | None
+) -> tuple[Arrays, int, dict[str, float]]:
+    arrays, n, metrics = check_train_reply(reply, expected, at_most)
+    problem = check_statistics(arrays, n)
+    if problem:
+        raise InvalidReply(problem)
+    return arrays, n, metrics
+
+
+def _loss_reply(
+    reply: Message, expected: Arrays, at_most: int | None
+) -> tuple[Arrays, int, dict[str, float]]:
+    arrays, n, metrics = check_train_reply(reply, expected, at_most)
+    if (arrays["nll-sums"] < 0).any():
+        raise InvalidReply("a summed cross-entropy is negative")
+    return arrays, n, metrics
 
 
 def _fmt(value: float | None) -> str:
@@ -391,6 +525,7 @@ def teacher_inputs(cfg: Any, fed: Federation, device: torch.device) -> dict[str,
         "probe_rounds": cfg.probe_rounds,
         "probe_local_steps": cfg.probe_local_steps,
         "probe_lr": cfg.probe_lr,
+        "probe_shrinkage": cfg.probe_shrinkage,
         "public_features": public_features,
         # probe=server trains the head on these labels: the server then holds labelled data.
         "public_labels": fed.public.y if cfg.probe == "server" else None,

@@ -2,8 +2,15 @@
 
 import numpy as np
 import pytest
-from federate import rows, run
+from federate import FAST, rows, run
+from flwr.app import Array, Message
 
+from federated_data import Federation
+from models.lda_probe import SCALES, class_statistics, lda_head, scaled_head
+from models.teachers import PixelTeacher
+from protocol import QUERY_FEATURE_STATS
+from server_app.config import DEFAULTS, load_config
+from server_app.runner import data_spec
 from strategies.state import ServerState
 
 ONE_CLASS = {
@@ -106,3 +113,54 @@ def test_students_report_their_trust_in_the_teacher(tmp_path, weighting):
     train = rows(s)[1]["train"]
     assert 0.0 <= train["kd-mean-trust"] <= 1.0
     assert train["kd-mean-trust"] == pytest.approx(train["teacher-local-accuracy"], abs=1e-6)
+
+
+def _lda_settings():
+    return {"method": "fmd", **ONE_CLASS, **TINY_TEACHER, "probe": "lda", "num-server-rounds": 1}
+
+
+def test_the_lda_probe_is_the_pooled_datas_head_at_one_class_per_client(tmp_path, one_class_runs):
+    """Ten 1-class nodes send their class statistics; the head is the LDA of the pooled
+    partitions (as if their features were in one place), scaled by the calibrated factor, and
+    beats the federated probe, which drifts under the skew."""
+    s = run(tmp_path, _lda_settings())
+    assert s["status"] == "completed" and s["teacher"]["probe"] == "lda"
+    history = ServerState.load(s["paths"]["checkpoint-last"]).extra["probe-history"]
+    assert len(history) == 1 and history[0]["probe-scale"] in SCALES
+    state = ServerState.load(s["paths"]["checkpoint-last"])
+
+    cfg = load_config({**DEFAULTS, **FAST, **_lda_settings(), "output-dir": str(tmp_path)})
+    fed = Federation(data_spec(cfg))
+    teacher = PixelTeacher(fed.input_shape, fed.num_classes)
+    idx = np.concatenate(fed.partitions())
+    pooled = class_statistics(
+        teacher.features(fed.source.x_train[idx]), fed.source.y_train[idx], 10
+    )
+    expected = scaled_head(lda_head(*pooled.values(), shrinkage=0.05), history[0]["probe-scale"])
+    # The statistics travel in float32 (relative rounding 6e-8), which the shrunk covariance's
+    # condition number (thousands for 784 pixels, many constant) lifts to ~1e-3 of the weights.
+    weight = state.data["teacher-head/weight"]
+    np.testing.assert_allclose(weight, expected["weight"], atol=2e-3 * np.abs(weight).max())
+    test_x = teacher.features(fed.test.x)
+    ours = (test_x @ weight.T + state.data["teacher-head/bias"]).argmax(1)
+    pooled_prediction = (test_x @ expected["weight"].T + expected["bias"]).argmax(1)
+    assert (ours == pooled_prediction).mean() >= 0.99
+
+    _, federated = one_class_runs
+    assert s["teacher"]["test"]["accuracy"] > federated["teacher"]["test"]["accuracy"]
+    # Round 1's uplink carries each node's statistics once: 784 x 785 / 2 float32 and more.
+    assert rows(s)[0]["bytes-up"] > 10 * 784 * 785 / 2 * 4
+
+
+def test_forged_class_statistics_are_dropped_with_the_reason(tmp_path):
+    def inflate(msg: Message, reply: Message):
+        if msg.metadata.message_type != QUERY_FEATURE_STATS or msg.metadata.dst_node_id != 1003:
+            return reply
+        content = reply.content
+        counts = content["arrays"]["class-counts"].numpy() * 1000
+        content["arrays"]["class-counts"] = Array(counts)
+        return Message(content, reply_to=msg)
+
+    s = run(tmp_path, _lda_settings(), hook=inflate)
+    assert s["status"] == "completed"
+    assert "do not sum to num-examples" in rows(s)[0]["dropped"]["1003"]
