@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from federate import FAST, rows, run
-from flwr.app import Array, Message
+from flwr.app import Array, ArrayRecord, Message
 
 from federated_data import Federation
 from models.lda_probe import SCALES, class_statistics, lda_head, scaled_head
@@ -136,7 +136,12 @@ def test_the_lda_probe_is_the_pooled_datas_head_at_one_class_per_client(tmp_path
     pooled = class_statistics(
         teacher.features(fed.source.x_train[idx]), fed.source.y_train[idx], 10
     )
-    expected = scaled_head(lda_head(*pooled.values(), shrinkage=0.05), history[0]["probe-scale"])
+    expected = scaled_head(
+        lda_head(
+            pooled["class-sums"], pooled["class-counts"], pooled["second-moment"], shrinkage=0.05
+        ),
+        history[0]["probe-scale"],
+    )
     # The statistics travel in float32 (relative rounding 6e-8), which the shrunk covariance's
     # condition number (thousands for 784 pixels, many constant) lifts to ~1e-3 of the weights.
     weight = state.data["teacher-head/weight"]
@@ -157,8 +162,9 @@ def test_forged_class_statistics_are_dropped_with_the_reason(tmp_path):
         if msg.metadata.message_type != QUERY_FEATURE_STATS or msg.metadata.dst_node_id != 1003:
             return reply
         content = reply.content
-        counts = content["arrays"]["class-counts"].numpy() * 1000
-        content["arrays"]["class-counts"] = Array(counts)
+        arrays = {k: v.numpy() for k, v in content.array_records["arrays"].items()}
+        arrays["class-counts"] = arrays["class-counts"] * 1000
+        content["arrays"] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
         return Message(content, reply_to=msg)
 
     s = run(tmp_path, _lda_settings(), hook=inflate)
