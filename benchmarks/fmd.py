@@ -57,8 +57,8 @@ PARTITIONS: dict[str, dict[str, Any]] = {
 # The cells the target is about get more seeds.
 HEADLINE = ("dirichlet a=0.01", "1 class/client")
 METHODS = {
-    "FMD": {"method": "fmd"},
-    "FMD (weighted)": {"method": "fmd", "kd-weighting": "class-accuracy"},
+    "FMD": {"method": "fmd", "probe": "federated"},
+    "FMD (weighted)": {"method": "fmd", "probe": "federated", "kd-weighting": "class-accuracy"},
     "FMD (lda probe)": {"method": "fmd", "probe": "lda"},
     "FedAvg": {"method": "fedavg"},
     "FedProx": {"method": "fedprox"},

@@ -4,13 +4,13 @@ Improve Lightweight Clients in Federated Learning, FL@FM-NeurIPS'23, arXiv:2311.
 No code is public; this follows the project's reconstruction (docs/methods/fmd.md). A frozen teacher
 (``models/teachers.py``) is split into a featuriser, run once per sample on the node that holds
 it and cached there, and a linear head. Round 1 opens with the **probe phase** (skipped for
-teachers whose head is fixed): the head is trained by FedAvg over ``probe-rounds`` rounds of
-full-batch steps on the nodes' cached features (``probe=federated``), solved by linear
-discriminant analysis from the sum of the nodes' class statistics and calibrated by temperature
-scaling on their summed losses (``probe=lda``: exact under any label skew, two messages per
-node, ``models/lda_probe.py``), or at the server on the labelled public split (``probe=server``:
-the server then holds labels, which is stated in the logs). Every round after that is FedAvg
-over the students, each client minimising
+teachers whose head is fixed): the head is solved by linear discriminant analysis from the sum
+of the nodes' class statistics and calibrated by temperature scaling on their summed losses
+(``probe=lda``: exact under any label skew, two messages per node, ``models/lda_probe.py``),
+trained by FedAvg over ``probe-rounds`` rounds of full-batch steps on the nodes' cached features
+(``probe=federated``, the default, which drifts under skew), or at the server on the labelled
+public split (``probe=server``: the server then holds labels, which is stated in the
+logs). Every round after that is FedAvg over the students, each client minimising
 ``(1 - kd-mu) * CE + kd-mu * T^2 * KL(teacher || student)`` with the teacher's logits computed
 from its cached features and the head sent in the message. Only the students are evaluated as
 the global models: inference never needs the teacher.
@@ -71,7 +71,7 @@ from .fedavg import FedAvg, TrainReply, aggregation_settings
 from .state import Arrays, ServerState
 from .validation import InvalidReply, check_train_reply
 
-PROBES = ("federated", "lda", "server", "none")
+PROBES = ("lda", "federated", "server", "none")
 SERVER_DISTILL = ("none", "teacher", "ensemble")
 
 FMD_SETTINGS = Section(
@@ -93,8 +93,8 @@ FMD_SETTINGS = Section(
         Setting(
             "probe",
             "federated",
-            "linear probe: FedAvg on the head, LDA from the nodes' class statistics, the "
-            "server's labelled public split, or none",
+            "teacher head: LDA from the nodes' class statistics, FedAvg on the head, the "
+            "server's labelled public split, or none (the teacher's own)",
             choices=PROBES,
         ),
         Setting("probe-rounds", 30, "rounds of the federated probe (before round 1)", low=0),
@@ -130,7 +130,7 @@ class FMD(FedAvg):
         Teacher features of the test split, to report the teacher's own accuracy.
     test_labels : np.ndarray
     probe : str (default: "federated")
-        ``federated``, ``lda``, ``server`` or ``none`` (keep the teacher's own head).
+        ``lda``, ``federated``, ``server`` or ``none`` (keep the teacher's own head).
     probe_rounds : int (default: 30)
         FedAvg rounds of the probe (``federated``); x ``probe_local_steps`` steps at the server.
     probe_local_steps : int (default: 5)

@@ -21,7 +21,7 @@ ONE_CLASS = {
     "local-steps": 20,
     "lr": 0.01,
 }
-TINY_TEACHER = {"teacher": "pixels", "probe-rounds": 20}
+TINY_TEACHER = {"teacher": "pixels", "probe": "federated", "probe-rounds": 20}
 
 
 @pytest.fixture(scope="module")

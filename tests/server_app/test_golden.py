@@ -65,7 +65,7 @@ CASES: dict[str, dict[str, Any]] = {
     "fedh2l": {"method": "fedh2l", "models": "heterogeneous"},
     "fd": {"method": "fd", "models": "heterogeneous"},
     "fedproto": {"method": "fedproto", "models": "heterogeneous"},
-    "fmd": {"method": "fmd", "teacher": "pixels", "probe-rounds": 5},
+    "fmd": {"method": "fmd", "teacher": "pixels", "probe": "federated", "probe-rounds": 5},
     "mosaic": {
         "method": "mosaic",
         "models": "heterogeneous",
