@@ -24,7 +24,7 @@ architectures when clients differ).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from logging import INFO
 from typing import Any
 
@@ -65,7 +65,7 @@ from protocol import (
 from protocol.settings import ConfigError, Section, Setting
 
 from .aggregate import weighted_average
-from .base import RoundReport, require_choice
+from .base import Exchange, RoundReport, require_choice
 from .distillation import EnsembleDistillation
 from .fedavg import FedAvg, TrainReply, aggregation_settings
 from .state import Arrays, ServerState
@@ -362,17 +362,15 @@ class FMD(FedAvg):
     ) -> tuple[float, float]:
         """The factor on the head's logits with the least cross-entropy summed over the nodes'
         examples, and that loss per example."""
-        config = ConfigRecord(
-            {**self.node_config, "server-round": server_round, "probe-scales": list(SCALES)}
-        )
-        payload = RecordDict({ARRAYS_KEY: arrays_to_record(head), CONFIG_KEY: config})
         expected = {"nll-sums": np.zeros(len(SCALES), np.float64)}
-        ex = self.phase(
+        ex = self._send_head(
             grid,
-            {n: payload for n in nodes},
+            head,
+            nodes,
             QUERY_HEAD_LOSS,
-            server_round,
+            {"probe-scales": list(SCALES)},
             lambda reply: _loss_reply(reply, expected, self.known_examples(reply)),
+            server_round,
             report,
         )
         ordered = [ex.replies[n] for n in self.by_partition(ex.replies)]
@@ -389,21 +387,14 @@ class FMD(FedAvg):
         server_round: int,
         report: RoundReport,
     ) -> tuple[Arrays, dict[str, float]]:
-        config = ConfigRecord(
-            {
-                **self.node_config,
-                "server-round": server_round,
-                "probe-local-steps": self.probe_local_steps,
-                "probe-lr": self.probe_lr,
-            }
-        )
-        payload = RecordDict({ARRAYS_KEY: arrays_to_record(head), CONFIG_KEY: config})
-        ex = self.phase(
+        ex = self._send_head(
             grid,
-            {n: payload for n in participants},
+            head,
+            participants,
             TRAIN_PROBE,
-            server_round,
+            {"probe-local-steps": self.probe_local_steps, "probe-lr": self.probe_lr},
             lambda reply: check_train_reply(reply, head, self.known_examples(reply)),
+            server_round,
             report,
         )
         replies = [ex.replies[n] for n in self.by_partition(ex.replies)]
@@ -412,6 +403,24 @@ class FMD(FedAvg):
             return head, {}
         new = weighted_average([a for a, _, _ in replies], weights)
         return new, self._mean_metrics(ex.replies)
+
+    def _send_head(
+        self,
+        grid: Grid,
+        head: Arrays,
+        nodes: list[int],
+        message_type: str,
+        extra_config: dict[str, Any],
+        parse: Callable[[Message], TrainReply],
+        server_round: int,
+        report: RoundReport,
+    ) -> Exchange:
+        """One probe phase: the head and the node config (plus ``extra_config``) to ``nodes``."""
+        config = ConfigRecord({**self.node_config, "server-round": server_round, **extra_config})
+        payload = RecordDict({ARRAYS_KEY: arrays_to_record(head), CONFIG_KEY: config})
+        return self.phase(
+            grid, {n: payload for n in nodes}, message_type, server_round, parse, report
+        )
 
     # ----------------------------------------------------------------- teacher
 
