@@ -8,7 +8,8 @@ same 41-point grid). ``probe=lda`` computes exactly this head from the clients' 
 statistics under any partition, so no partition appears here; the federated runs' own teacher
 accuracy is in the FMD tables (``teacher (lda probe)``). Test accuracy, worst class and test
 cross-entropy of each head; the logit spread (mean per-example standard deviation) shows why
-calibration is needed.
+calibration is needed, and the mean top-class probability at T = 4 how sharp a teacher the
+students see.
 
     python -m benchmarks.fmd_probes --dataset mnist10k   # results/fmd-probes-mnist10k.{json,md}
 """
@@ -40,6 +41,8 @@ def _score(head: dict[str, np.ndarray], features: np.ndarray, labels: np.ndarray
         "worst-class-accuracy": scores["worst-class-accuracy"],
         "test-cross-entropy": scores["loss"],
         "logit-spread": float(logits.std(dim=1).mean()),
+        # What a student distils from at the FMD default T = 4: the mass on the top class.
+        "top-probability-t4": float(torch.softmax(logits / 4, dim=1).max(dim=1).values.mean()),
     }
 
 
@@ -88,11 +91,13 @@ def main() -> None:
     meta = {"settings": vars(args), "machine": machine()}
     (OUT / f"{name}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
     lines = [
-        "| head | test accuracy | worst class | test cross-entropy | logit spread |",
-        "|---|---|---|---|---|",
+        "| head | test accuracy | worst class | test cross-entropy | logit spread "
+        "| top-class probability at T = 4 |",
+        "|---|---|---|---|---|---|",
         *(
             f"| {r['head']} | {r['accuracy']:.3f} | {r['worst-class-accuracy']:.3f} "
-            f"| {r['test-cross-entropy']:.3f} | {r['logit-spread']:.1f} |"
+            f"| {r['test-cross-entropy']:.3f} | {r['logit-spread']:.1f} "
+            f"| {r['top-probability-t4']:.2f} |"
             for r in rows
         ),
     ]
